@@ -1,0 +1,49 @@
+"""Train and eval steps for the classifiers (SmallCNN, VGG19Classifier): one ``nnx.jit`` boundary each.
+
+A batch is a dict of device arrays with a fixed batch size (the last batch is padded, so every epoch
+reuses one compiled step):
+  ``batch["image"]``  uint8 (B, H, W, 3), the cached, cropped, resized images in [0, 255]
+  ``batch["label"]``  int32 (B,)
+  ``batch["weight"]`` float32 (B,), 1 for real examples and 0 for padding
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxmri.augment import augment, to_float
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
+    """Mean softmax cross-entropy over the real (weight 1) examples: PyTorch's ``CrossEntropyLoss``."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(losses * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+@nnx.jit
+def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, key: jax.Array | None = None) -> dict:
+    """One Adam step on a batch; augments it on device first when ``key`` is given.
+
+    Only ``optimizer.wrt`` (the model's trainable parameters) is differentiated, so frozen layers get
+    no gradient at all and XLA prunes their backward pass. Returns summed loss / correct / count so the
+    caller can average exactly over an epoch.
+    """
+    images = to_float(batch["image"]) if key is None else augment(key, batch["image"])
+
+    def loss_fn(model):
+        logits = model(images)
+        return cross_entropy(logits, batch["label"], batch["weight"]), logits
+
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)
+    (loss, logits), grads = grad_fn(model)
+    optimizer.update(model, grads)
+    correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["weight"])
+    count = jnp.sum(batch["weight"])
+    return {"loss_sum": loss * count, "correct": correct, "count": count}
+
+
+@nnx.jit
+def eval_step(model: nnx.Module, batch: dict) -> jnp.ndarray:
+    """Logits (B, num_classes) of un-augmented images; call ``model.eval()`` first to switch dropout off."""
+    return model(to_float(batch["image"]))

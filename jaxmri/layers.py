@@ -1,0 +1,59 @@
+"""Small functional layers shared by the paper's models.
+
+Pooling is written as reshape-and-max instead of ``nnx.max_pool`` / ``lax.reduce_window``: on XLA's CPU
+backend the gradient of ``reduce_window`` lowers to a slow select-and-scatter, while the gradient of a
+plain ``max`` over reshaped axes is cheap. The results are identical to PyTorch's ``MaxPool2d(2, 2)``
+(odd trailing rows/columns are dropped, as PyTorch's floor mode does).
+"""
+
+import jax.numpy as jnp
+
+# ImageNet statistics that torchvision's pretrained VGG19 expects on RGB images in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+    """2x2 max pooling with stride 2 on NHWC input: (N, H, W, C) -> (N, H // 2, W // 2, C)."""
+    n, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2, :]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def normalize(x: jnp.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> jnp.ndarray:
+    """Channel-wise ``(x - mean) / std`` on NHWC images in [0, 1] (torchvision's ``Normalize``)."""
+    mean = jnp.asarray(mean, x.dtype)
+    std = jnp.asarray(std, x.dtype)
+    return (x - mean) / std
+
+
+def adaptive_avg_pool(x: jnp.ndarray, out_h: int, out_w: int) -> jnp.ndarray:
+    """PyTorch ``AdaptiveAvgPool2d((out_h, out_w))`` on NHWC input.
+
+    Bin ``i`` averages rows ``floor(i * H / out_h)`` to ``ceil((i + 1) * H / out_h)``, exactly as PyTorch
+    does, so a 1x1 map is replicated and a 7x7 map (VGG19 at 224x224) passes through unchanged.
+    """
+    n, h, w, c = x.shape
+    if (h, w) == (out_h, out_w):
+        return x
+    rows = []
+    for i in range(out_h):
+        r0, r1 = (i * h) // out_h, -(-((i + 1) * h) // out_h)
+        cols = []
+        for j in range(out_w):
+            c0, c1 = (j * w) // out_w, -(-((j + 1) * w) // out_w)
+            cols.append(x[:, r0:r1, c0:c1, :].mean(axis=(1, 2)))
+        rows.append(jnp.stack(cols, axis=1))
+    return jnp.stack(rows, axis=1)
+
+
+def upsample_2x(x: jnp.ndarray) -> jnp.ndarray:
+    """Nearest-neighbour 2x upsampling on NHWC input: (N, H, W, C) -> (N, 2H, 2W, C).
+
+    Keras' ``UpSampling2D(2)`` and PyTorch's ``Upsample(scale_factor=2, mode="nearest")``. Written as
+    broadcast-and-reshape so that XLA fuses it and its gradient is a cheap sum over the copies, instead of
+    the gather / scatter that ``jax.image.resize`` lowers to.
+    """
+    n, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
+    return x.reshape(n, 2 * h, 2 * w, c)

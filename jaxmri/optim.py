@@ -1,0 +1,35 @@
+"""The paper's optimizer (Table 3) and how freezing goes through it.
+
+PyTorch's ``Adam(weight_decay=wd)`` adds ``wd * param`` to the gradient before the Adam moments (L2
+regularisation), which is not AdamW's decoupled decay. ``optax.add_decayed_weights`` placed *before*
+``optax.adam`` reproduces PyTorch exactly; ``kind="adamw"`` gives the decoupled variant.
+
+Freezing: ``nnx.Optimizer(model, tx, wrt=model.trainable_filter())`` keeps optimizer state only for the
+trainable parameters, and the train steps differentiate only ``optimizer.wrt``; frozen parameters get no
+gradient, no state and no update. (``optax.masked`` alone would be a trap here: it passes the frozen
+leaves' raw gradients through as updates.)
+"""
+
+import optax
+from flax import nnx
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+def make_tx(*, lr: float, weight_decay: float, kind: str = "adam", b1: float = 0.9) -> optax.GradientTransformation:
+    """Adam with PyTorch-style L2 weight decay (``kind="adam"``, the paper) or AdamW (``kind="adamw"``).
+
+    ``b1`` is the paper's "momentum 0.9" (Adam's first-moment decay).
+    """
+    if kind == "adam":
+        if weight_decay:
+            return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr, b1=b1))
+        return optax.adam(lr, b1=b1)
+    if kind == "adamw":
+        return optax.adamw(lr, b1=b1, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {kind!r}.")
+
+
+def make_optimizer(model: nnx.Module, *, lr: float, weight_decay: float, kind: str = "adam") -> nnx.Optimizer:
+    """``nnx.Optimizer`` over ``model.trainable_filter()`` only (frozen parameters hold no state)."""
+    return nnx.Optimizer(model, make_tx(lr=lr, weight_decay=weight_decay, kind=kind), wrt=model.trainable_filter())

@@ -1,0 +1,114 @@
+"""Command line: ``python -m jaxmri.train classify|segment [flags]``.
+
+The entry point only parses flags into a frozen config (``jaxmri.config``) and calls the run function;
+any problem with the input (bad flag value, bad file, missing weights, used run directory) is printed
+as one line and the process exits with status 2, before training starts.
+"""
+
+import argparse
+import dataclasses
+import sys
+
+from jaxmri.config import ClassifyConfig, SegmentConfig
+
+C, S = ClassifyConfig(), SegmentConfig()
+
+
+def _common(p: argparse.ArgumentParser, d) -> None:
+    p.add_argument("--data", help="folder with one sub-folder per class (yes/ = tumor, no/ = no tumor), e.g. "
+                   "../shared/data/brain_tumor_dataset; without it a generated phantom set is used")
+    p.add_argument("--out", help="run directory for results (default: runs/<time>-<task>)")
+    p.add_argument("--epochs", type=int, help=f"passes over the training images (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"images per optimizer step (default {d.batch_size})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr}, paper Table 3)")
+    p.add_argument("--weight-decay", type=float, help=f"L2 penalty added to the gradient, as PyTorch's Adam does "
+                   f"(default {d.weight_decay})")
+    p.add_argument("--optimizer", choices=("adam", "adamw"), help="adam = the paper (L2 in the gradient); adamw = "
+                   "decoupled weight decay (default adam)")
+    p.add_argument("--seed", type=int, help=f"seed for the split, initial weights, shuffling and augmentation "
+                   f"(default {d.seed}); the same seed gives the same run")
+    p.add_argument("--image-size", type=int, help=f"side the cropped images are resized to (default {d.image_size})")
+    p.add_argument("--max-angle", type=float, help=f"random rotation range in degrees (default {d.max_angle})")
+    p.add_argument("--test-fraction", type=float, help=f"share of images (whole duplicate groups) held out for the "
+                   f"test (default {d.test_fraction}, about the paper's Table 1)")
+    p.add_argument("--val-fraction", type=float, help=f"share of the training part held out for validation, which "
+                   f"picks the best epoch (default {d.val_fraction}; 0 keeps the last epoch)")
+    p.add_argument("--skip-unreadable", action="store_true", default=None, help="train on the readable images and "
+                   "list the unreadable ones, instead of stopping")
+    p.add_argument("--overwrite", action="store_true", default=None, help="allow writing into a non-empty --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxmri.train",
+        description="Train the paper's models on brain MRI: `classify` (tumor yes/no) or `segment` (tumor mask).",
+    )
+    sub = parser.add_subparsers(dest="task", required=True)
+    pc = sub.add_parser("classify", help="tumor / no-tumor classification (paper Section 2)",
+                        description="Train SmallCNN (Table 2) or a frozen VGG19 with a new 2-way head.")
+    pc.add_argument("--arch", choices=("cnn", "vgg19"), help="cnn = SmallCNN trained from scratch; vgg19 = "
+                    "VGG19 with frozen pre-trained layers and a new head (default cnn)")
+    pc.add_argument("--pretrained", choices=("imagenet", "none"), help="vgg19 backbone: imagenet = converted "
+                    "ImageNet weights (the paper); none = random init, clearly labelled (default imagenet)")
+    pc.add_argument("--weights", help=f"converted ImageNet weights file (default {C.weights}; make it with "
+                    "`python -m jaxmri.weights download vgg19`)")
+    _common(pc, C)
+    ps = sub.add_parser("segment", help="tumor segmentation with a U-Net (paper Section 3)",
+                        description="Train the paper's U-Net on tumor masks.")
+    ps.add_argument("--masks", help="tumor annotations: a COCO polygon .json, a Labelbox .json/.ndjson export, or a "
+                    "folder of PNG masks (required with --data)")
+    ps.add_argument("--loss", choices=("bce", "dice", "bce+dice"), help="bce = the paper's pixel cross-entropy "
+                    "(default), dice = soft Dice, bce+dice = their sum")
+    ps.add_argument("--width", type=int, help=f"filters of the first U-Net block (64 = the paper; default "
+                    f"{S.width} to fit a CPU budget)")
+    ps.add_argument("--negatives", type=int, help="add this many no/ images with empty masks (default 0)")
+    ps.add_argument("--threshold", type=float, help=f"probability above which a pixel is tumor (default {S.threshold})")
+    _common(ps, S)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    """Defaults of the task's config, overridden by the flags the user gave."""
+    cls = ClassifyConfig if args.task == "classify" else SegmentConfig
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return cls(**given)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    from jaxmri.dataset import DataError
+    from jaxmri.rundir import RunDirError
+
+    errors = [DataError, RunDirError]
+    try:
+        from jaxmri.weights import WeightsError
+
+        errors.append(WeightsError)
+    except ImportError:
+        pass
+    try:
+        from jaxmri.masks import MaskError
+
+        errors.append(MaskError)
+    except ImportError:
+        pass
+    try:
+        if args.task == "classify":
+            from jaxmri.classify import run
+        else:
+            from jaxmri.segment import run
+        run(cfg)
+    except tuple(errors) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
