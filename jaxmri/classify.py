@@ -16,12 +16,11 @@ from jaxmri import plots
 from jaxmri.batching import epoch_batches, gather, num_batches
 from jaxmri.classify_steps import eval_step, train_step
 from jaxmri.config import ClassifyConfig, save_config
-from jaxmri.data_source import load_dataset
+from jaxmri.data_source import load_dataset, split_or_explain
 from jaxmri.metrics import classification_report
 from jaxmri.optim import make_optimizer
 from jaxmri.rundir import make_run_dir, restore_checkpoint, save_checkpoint, save_split, write_json
 from jaxmri.small_cnn import SmallCNN
-from jaxmri.split import grouped_stratified_split
 from jaxmri.vgg19 import VGG19Classifier
 
 # The paper's Table 4 (mean test accuracy over the 50 epochs).
@@ -118,7 +117,7 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
 
     data = load_dataset(cfg.data, out, image_size=cfg.image_size, channels=3, skip_unreadable=cfg.skip_unreadable, progress=progress)
     print(data.summary())
-    split = grouped_stratified_split(data.labels, data.groups, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    split = split_or_explain(data.labels, data.groups, cfg)
     save_split(out / "split.json", data.paths, data.labels, data.groups, split)
     for part, idx in split.items():
         counts = ", ".join(f"{name} {int(np.sum(data.labels[idx] == c))}" for c, name in enumerate(data.class_names))

@@ -7,8 +7,11 @@ validation, crop and duplicate pipeline as real data.
 
 from pathlib import Path
 
-from jaxmri.dataset import ImageSet, load_image_folder
+import numpy as np
+
+from jaxmri.dataset import DataError, ImageSet, load_image_folder
 from jaxmri.phantom import write_phantom_dataset
+from jaxmri.split import grouped_stratified_split
 
 PHANTOM_TUMOR, PHANTOM_HEALTHY = 60, 40
 
@@ -26,3 +29,13 @@ def load_dataset(data: str | None, run_dir: Path, *, seed: int = 0, **kwargs) ->
 def phantom_masks_dir(data: str | None, run_dir: Path) -> Path | None:
     """The phantom set's mask folder when the run uses the phantom, else None."""
     return Path(run_dir) / "phantom_data" / "masks" if data is None else None
+
+
+def split_or_explain(labels, groups, cfg) -> dict[str, np.ndarray]:
+    """``grouped_stratified_split`` with the run config's fractions and seed; a split that cannot be made
+    becomes a one-line ``DataError`` naming the flags to change."""
+    try:
+        return grouped_stratified_split(labels, groups, test_fraction=cfg.test_fraction,
+                                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    except ValueError as err:
+        raise DataError(f"cannot split the data: {err} (flags --test-fraction / --val-fraction)") from None

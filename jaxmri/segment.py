@@ -19,14 +19,13 @@ from jaxmri import plots
 from jaxmri.batching import epoch_batches, gather, num_batches
 from jaxmri.config import SegmentConfig, save_config
 from jaxmri.crop import crop_resize
-from jaxmri.data_source import load_dataset, phantom_masks_dir
+from jaxmri.data_source import load_dataset, split_or_explain, phantom_masks_dir
 from jaxmri.dataset import DataError, ImageSet
 from jaxmri.masks import load_masks
 from jaxmri.metrics import mean_scores, segmentation_scores
 from jaxmri.optim import make_optimizer
 from jaxmri.rundir import make_run_dir, restore_checkpoint, save_checkpoint, write_json
 from jaxmri.segment_steps import predict_step, train_step
-from jaxmri.split import grouped_stratified_split
 from jaxmri.unet import UNet
 
 
@@ -36,16 +35,19 @@ def aligned_masks(data: ImageSet, masks_source, image_size: int) -> tuple[np.nda
     Masks are matched to images by lower-case file stem and transformed with each image's crop box.
     """
     stems = [Path(p).stem.lower() for p in data.paths]
-    sizes = {}
-    for stem, size in zip(stems, data.sizes):
-        if stem in sizes:
-            raise DataError(f"{data.root}: two images share the file name stem {stem!r}, so masks cannot be matched "
-                            "to them; rename one of them.")
-        sizes[stem] = (int(size[0]), int(size[1]))
+    sizes, first = {}, {}
+    for i, (stem, size) in enumerate(zip(stems, data.sizes)):
+        sizes.setdefault(stem, (int(size[0]), int(size[1])))
+        first.setdefault(stem, i)
     masks = load_masks(masks_source, sizes)
+    for i, stem in enumerate(stems):
+        # Two images with one stem (Y92.jpg / Y92.png in the real set) are fine until a mask names that stem.
+        if stem in masks and first[stem] != i:
+            raise DataError(f"{masks_source}: the mask for {stem!r} matches both {data.paths[first[stem]]} and "
+                            f"{data.paths[i]}; rename one image so each mask names exactly one.")
     if not masks:
         raise DataError(f"{masks_source}: no annotation matches an image in {data.root}; check the file names.")
-    index = [i for i, stem in enumerate(stems) if stem in masks]
+    index = [i for i, stem in enumerate(stems) if stem in masks and first[stem] == i]
     out = np.stack([crop_resize(masks[stems[i]], tuple(data.boxes[i]), image_size, cv2.INTER_NEAREST) for i in index])
     return np.asarray(index), (out > 0).astype(np.uint8)[..., None]
 
@@ -80,8 +82,7 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
         masks = np.concatenate([masks, np.zeros((len(chosen),) + masks.shape[1:], np.uint8)])
     images = data.images[index]
     has_tumor = (masks.reshape(len(masks), -1).max(1) > 0).astype(np.int32)
-    split = grouped_stratified_split(has_tumor, data.groups[index], test_fraction=cfg.test_fraction,
-                                     val_fraction=cfg.val_fraction, seed=cfg.seed)
+    split = split_or_explain(has_tumor, data.groups[index], cfg)
     write_json(out / "split.json", {
         part: [{"path": data.paths[index[i]], "group": int(data.groups[index[i]]), "tumor": int(has_tumor[i]),
                 "box": data.boxes[index[i]], "size": data.sizes[index[i]]} for i in idx]
