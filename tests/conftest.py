@@ -1,0 +1,32 @@
+"""Shared fixtures: the real data folder (skipped when absent) and a small phantom dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jaxmri.phantom import write_phantom_dataset
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """``$JAXMRI_DATA`` if set, else ``<project root>/../shared/data`` (it may not exist)."""
+    return Path(os.environ.get("JAXMRI_DATA") or PROJECT_ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The real data folder (holding ``brain_tumor_dataset/`` and ``annotations/``), or skip."""
+    root = data_root()
+    if not (root / "brain_tumor_dataset").is_dir():
+        pytest.skip(f"real data not found at {root} (set JAXMRI_DATA to the folder holding brain_tumor_dataset/)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A small phantom dataset written once per session: yes/ (12), no/ (8) and masks/ (12)."""
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantom"), n_tumor=12, n_healthy=8, seed=0)
