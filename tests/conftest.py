@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from jaxmri.phantom import write_phantom_dataset
+
+# jit compilation makes first examples slow, so no per-example deadline; under CI the examples are
+# derandomized so a run is repeatable.
+settings.register_profile("jaxmri", deadline=None, derandomize=bool(os.environ.get("CI")))
+settings.load_profile("jaxmri")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

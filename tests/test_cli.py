@@ -103,3 +103,22 @@ def test_a_split_that_cannot_be_made_is_one_line(tmp_path, phantom_dir, capsys):
                  "--out", str(tmp_path / "r")])
     assert code == 2
     assert "cannot split the data" in capsys.readouterr().err
+
+
+def test_bad_files_stop_before_training_and_skip_unreadable_trains_on_the_rest(tmp_path, phantom_dir, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data, ignore=shutil.ignore_patterns("masks"))
+    (data / "yes" / "notes.jpg").write_text("not an image")
+    (data / "no" / "empty scan.png").write_bytes(b"")
+    out = tmp_path / "r"
+    assert main(["classify", "--data", str(data), "--epochs", "1", "--image-size", "32", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.jpg" in err and "empty scan.png" in err and "--skip-unreadable" in err
+    assert not (out / "metrics.json").exists()
+    assert main(["classify", "--data", str(data), "--epochs", "1", "--image-size", "32", "--out", str(out),
+                 "--overwrite", "--skip-unreadable"]) == 0
+    printed = capsys.readouterr()
+    assert "notes.jpg" in printed.out + printed.err
+    assert sum(len(v) for v in json.loads((out / "split.json").read_text()).values()) == 20
