@@ -193,7 +193,8 @@ def test_old_rebuild_tensor_format_with_shared_storage_views_and_strides(tmp_pat
     state_dict, fmt = read_state_dict(_legacy_file(tmp_path / "old.pth", payload, {"r": root}))
     assert fmt == "pth-legacy"
     np.testing.assert_array_equal(state_dict["a"], root[2:14].reshape(3, 4))
-    np.testing.assert_array_equal(state_dict["b"], np.array([[root[1 + i + 4 * j] for j in range(3)] for i in range(4)]))
+    expected_b = np.array([[root[1 + i + 4 * j] for j in range(3)] for i in range(4)])
+    np.testing.assert_array_equal(state_dict["b"], expected_b)
     np.testing.assert_array_equal(state_dict["c"], root[5:18:3])
 
 
@@ -330,7 +331,7 @@ def test_keras2_weight_names_convert_identically(h5py, tmp_path):
             for old, new in zip(names, new_names):
                 group[new] = group[old][...]
                 del group[old]
-            group.attrs["weight_names"] = np.array([n.encode() for n in new_names], dtype="S") if names else np.array([], "S1")
+            group.attrs["weight_names"] = np.array([n.encode() for n in new_names] or [], dtype="S")
     a, _ = read_weights(converted(KERAS_TOP, tmp_path))
     b, _ = read_weights(converted(renamed, tmp_path))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -356,7 +357,8 @@ def test_cli_help_explains_both_commands(capsys):
 
 def test_download_offline_prints_one_sentence_and_exits_2(tmp_path):
     """A real network failure (nothing listens on port 9), in a subprocess, as a user would see it."""
-    command = [sys.executable, "-m", "jaxmri.weights", "download", "vgg19", "--url", "http://127.0.0.1:9/vgg19-dcbb9e9d.pth",
+    command = [sys.executable, "-m", "jaxmri.weights", "download", "vgg19",
+               "--url", "http://127.0.0.1:9/vgg19-dcbb9e9d.pth",
                "--cache-dir", str(tmp_path), "--out", str(tmp_path / "w.safetensors")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
@@ -372,7 +374,8 @@ def test_download_checks_the_hash_then_converts(tmp_path, monkeypatch, capsys):
     assert main(["download", "vgg19", "--url", url, "--cache-dir", str(tmp_path), "--out", str(out)]) == 1
     assert "does not start with 00000000" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("vgg19-dcbb9e9d.pth*"))
-    monkeypatch.setattr(download_module, "VGG19_SHA256_PREFIX", convert(TORCH_ZIP, tmp_path / "x.safetensors")["sha256"][:8])
+    fixture_sha256 = convert(TORCH_ZIP, tmp_path / "x.safetensors")["sha256"]
+    monkeypatch.setattr(download_module, "VGG19_SHA256_PREFIX", fixture_sha256[:8])
     assert main(["download", "vgg19", "--url", url, "--cache-dir", str(tmp_path), "--out", str(out)]) == 0
     assert (tmp_path / "vgg19-dcbb9e9d.pth").read_bytes() == TORCH_ZIP.read_bytes()
     assert read_weights(out)[1]["source_file"] == "vgg19-dcbb9e9d.pth"
