@@ -1,0 +1,212 @@
+"""UNet (Section 3.2, Table 5 corrected): stage shapes, argument errors, parameter count, one train step."""
+
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxmri.layers import upsample_2x
+from jaxmri.unet import UNet
+
+
+def expected_stages(n, h, w, in_channels, out_channels, width, depth):
+    """Every stage's shape, written out from the corrected Table 5 (independently of jaxmri.unet)."""
+    stages = [("input", (n, h, w, in_channels))]
+    for k in range(1, depth + 1):
+        f, s = width * 2 ** (k - 1), 2 ** (k - 1)
+        stages += [(f"encoder{k}_skip", (n, h // s, w // s, f)), (f"encoder{k}", (n, h // (2 * s), w // (2 * s), f))]
+    d = 2**depth
+    stages.append(("bottleneck", (n, h // d, w // d, width * d)))
+    for k in range(depth, 0, -1):
+        f, s = width * 2 ** (k - 1), 2 ** (k - 1)
+        stages += [
+            (f"decoder{k}_up", (n, h // s, w // s, f)),
+            (f"decoder{k}_concat", (n, h // s, w // s, 2 * f)),
+            (f"decoder{k}", (n, h // s, w // s, f)),
+        ]
+    stages.append(("output", (n, h, w, out_channels)))
+    return stages
+
+
+def count_params(model) -> int:
+    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@pytest.mark.parametrize(
+    "in_channels, out_channels, width, depth, shape",
+    [
+        (1, 1, 4, 4, (2, 32, 32, 1)),
+        (1, 1, 2, 4, (1, 16, 48, 1)),  # non-square
+        (3, 2, 4, 2, (1, 8, 12, 3)),
+        (1, 1, 8, 1, (3, 18, 2, 1)),
+        (2, 5, 2, 3, (1, 64, 24, 2)),
+    ],
+)
+def test_call_output_shape(in_channels, out_channels, width, depth, shape):
+    model = UNet(in_channels, out_channels, width=width, depth=depth, rngs=nnx.Rngs(0))
+    out = nnx.jit(lambda model, x: model(x))(model, jnp.ones(shape, jnp.float32))  # one compile, not one per op
+    assert out.shape == shape[:3] + (out_channels,)
+    assert out.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_paper_table5_corrected_stage_shapes():
+    model = nnx.eval_shape(lambda: UNet(1, 1, width=64, rngs=nnx.Rngs(0)))
+    stages = dict(model.stage_shapes((1, 256, 256, 1)))
+    assert stages["encoder1"] == (1, 128, 128, 64)
+    assert stages["encoder4"] == (1, 16, 16, 512)
+    assert stages["bottleneck"] == (1, 16, 16, 1024)
+    assert stages["decoder4"] == (1, 32, 32, 512)
+    assert stages["decoder1"] == (1, 256, 256, 64)
+    assert stages["output"] == (1, 256, 256, 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    depth=st.integers(1, 4),
+    width=st.integers(1, 8),
+    hm=st.integers(1, 4),
+    wm=st.integers(1, 4),
+    n=st.integers(1, 3),
+    in_channels=st.integers(1, 3),
+    out_channels=st.integers(1, 3),
+)
+def test_every_stage_shape(depth, width, hm, wm, n, in_channels, out_channels):
+    h, w = hm * 2**depth, wm * 2**depth
+    model = nnx.eval_shape(lambda: UNet(in_channels, out_channels, width=width, depth=depth, rngs=nnx.Rngs(0)))
+    assert model.stage_shapes((n, h, w, in_channels)) == expected_stages(n, h, w, in_channels, out_channels, width, depth)
+
+
+def test_stage_shapes_match_a_real_call():
+    model = UNet(1, 1, width=2, depth=2, rngs=nnx.Rngs(0))
+    out = nnx.jit(lambda model, x: model(x))(model, jnp.zeros((2, 16, 8, 1)))
+    assert model.stage_shapes((2, 16, 8, 1))[-1] == ("output", out.shape)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(width=0), "width"),
+        (dict(width=-8), "width"),
+        (dict(width=2.0), "width"),
+        (dict(width=True), "width"),
+        (dict(depth=0), "depth"),
+        (dict(in_channels=0), "in_channels"),
+        (dict(out_channels=-1), "out_channels"),
+    ],
+)
+def test_bad_constructor_args_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UNet(**{"width": 2, **kwargs}, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ((1, 24, 32, 1), "multiples of 16"),  # 24 is not a multiple of 2**4
+        ((1, 32, 40, 1), "multiples of 16"),
+        ((1, 0, 16, 1), "multiples of 16"),
+        ((1, 32, 32, 3), r"\(N, H, W, 1\)"),  # wrong channel count
+        ((32, 32, 1), r"\(N, H, W, 1\)"),  # missing batch axis
+    ],
+)
+def test_bad_input_raises(shape, match):
+    model = UNet(1, 1, width=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=match):
+        model(jnp.zeros(shape))
+    with pytest.raises(ValueError, match=match):
+        model.stage_shapes(shape)
+
+
+def paper_param_count(w: int) -> int:
+    """Parameters of the depth-4, 1-in / 1-out U-Net with base width ``w``, derived by hand.
+
+    A k x k conv from a to b channels has k*k*a*b weights + b biases. With c_k = w * 2**k:
+      encoder 1:             (9*1*w + w) + (9*w*w + w)                   = 9w^2 + 11w
+      encoder 2..4, bottle:  (9*(c/2)*c + c) + (9*c*c + c), c = 2w..16w  = 13.5c^2 + 2c each
+      decoder at c = w..8w:  2x2 up-conv (4*2c*c + c) + (9*2c*c + c) + (9*c*c + c) = 35c^2 + 3c each
+      head:                  w + 1
+    Summing c^2 over 2w..16w gives 340w^2 and over w..8w gives 85w^2, so
+    total = 9w^2 + 11w + 13.5*340w^2 + 2*30w + 35*85w^2 + 3*15w + w + 1 = 7574w^2 + 117w + 1.
+    """
+    return 7574 * w * w + 117 * w + 1
+
+
+@pytest.mark.parametrize("width", [1, 3, 8])
+def test_param_count_formula_small(width):
+    model = nnx.eval_shape(lambda: UNet(1, 1, width=width, rngs=nnx.Rngs(0)))
+    assert count_params(model) == paper_param_count(width)
+
+
+def test_param_count_paper_width():
+    model = nnx.eval_shape(lambda: UNet(1, 1, width=64, rngs=nnx.Rngs(0)))  # shapes only: no 124 MB init
+    assert count_params(model) == paper_param_count(64) == 31_030_593
+
+
+def test_trainable_filter_selects_every_param():
+    model = UNet(1, 1, width=2, depth=2, rngs=nnx.Rngs(0))
+    assert count_params(model) == sum(p.size for p in jax.tree.leaves(nnx.state(model, model.trainable_filter())))
+
+
+def test_upsample_2x_is_nearest_neighbour():
+    x = jnp.arange(2 * 3 * 2 * 2, dtype=jnp.float32).reshape(2, 3, 2, 2)
+    expected = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(upsample_2x(x), expected)
+
+
+def test_predict_proba_is_sigmoid_of_logits():
+    model = UNet(1, 1, width=2, depth=2, rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
+    p = model.predict_proba(x)
+    np.testing.assert_allclose(p, jax.nn.sigmoid(model(x)), rtol=1e-6)
+    assert float(p.min()) >= 0.0 and float(p.max()) <= 1.0
+
+
+def test_one_jitted_train_step_lowers_the_loss():
+    model = UNet(1, 1, width=4, depth=2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=model.trainable_filter())
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
+    masks = jnp.zeros((2, 16, 16, 1)).at[:, 4:10, 5:12, :].set(1.0)
+
+    @nnx.jit
+    def train_step(model, optimizer, images, masks):
+        def loss_fn(model):
+            return optax.sigmoid_binary_cross_entropy(model(images), masks).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    before = float(train_step(model, optimizer, images, masks))
+    for _ in range(4):
+        train_step(model, optimizer, images, masks)
+    after = float(optax.sigmoid_binary_cross_entropy(model(images), masks).mean())
+    assert after < before
+
+
+def _load_bench():
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "unet_bench.py"
+    spec = importlib.util.spec_from_file_location("unet_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_reference_in_benchmark_is_the_same_network():
+    """The PyTorch model that the benchmark times computes the same function, given the same weights."""
+    torch = pytest.importorskip("torch")
+    bench = _load_bench()
+    model = UNet(1, 1, width=4, depth=4, rngs=nnx.Rngs(3))
+    reference = bench.torch_unet_from_jax(model)
+    assert sum(p.numel() for p in reference.parameters()) == count_params(model)
+    x = np.array(jax.random.uniform(jax.random.key(2), (2, 32, 48, 1)))  # writable copy for torch
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), expected, rtol=1e-4, atol=1e-5)
