@@ -50,12 +50,12 @@ def check_weights_available(cfg: ClassifyConfig) -> None:
         )
 
 
-@nnx.jit
+@nnx.jit(graph_updates=False)
 def _head_logits(model: VGG19Classifier, features):
     return model.head(features)
 
 
-@nnx.jit
+@nnx.jit(graph_updates=False)
 def _embed(model: VGG19Classifier, images):
     from jaxmri.augment import to_float
 
@@ -147,7 +147,8 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
         bar = tqdm(epoch_batches(split["train"], cfg.batch_size, key_perm), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for step, (rows, weight) in enumerate(bar):
-            result = train_step(model, optimizer, gather(arrays, rows, weight), jax.random.fold_in(key_aug, step))
+            result = train_step(model, optimizer, gather(arrays, rows, weight), jax.random.fold_in(key_aug, step),
+                                max_angle=cfg.max_angle)
             for name in sums:
                 sums[name] += float(result[name])
             bar.set_postfix(loss=f"{sums['loss_sum'] / sums['count']:.3f}", acc=f"{sums['correct'] / sums['count']:.3f}")

@@ -5,14 +5,22 @@ reuses one compiled step):
   ``batch["image"]``  uint8 (B, H, W, 3), the cached, cropped, resized images in [0, 255]
   ``batch["label"]``  int32 (B,)
   ``batch["weight"]`` float32 (B,), 1 for real examples and 0 for padding
+
+Both steps use ``nnx.jit(graph_updates=False)``: the compiled function then returns only the Variables
+it changed (the trainable parameters, optimizer state and RNG counters), and NNX writes those back into
+the model and optimizer. With the default graph updates every Variable comes back out, so XLA copies
+each frozen VGG19 weight (548 MB) on every train step and every eval call: about 10% of a VGG19 step
+on a 2-core CPU (``benchmarks/train_step.py``).
 """
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxmri.augment import augment, to_float
+from jaxmri.augment import MAX_ANGLE, augment, to_float
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
@@ -21,15 +29,16 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weight: jnp.ndarray)
     return jnp.sum(losses * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
-@nnx.jit
-def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, key: jax.Array | None = None) -> dict:
+@partial(nnx.jit, graph_updates=False, static_argnames=("max_angle",))
+def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, key: jax.Array | None = None, *,
+               max_angle: float = MAX_ANGLE) -> dict:
     """One Adam step on a batch; augments it on device first when ``key`` is given.
 
     Only ``optimizer.wrt`` (the model's trainable parameters) is differentiated, so frozen layers get
     no gradient at all and XLA prunes their backward pass. Returns summed loss / correct / count so the
     caller can average exactly over an epoch.
     """
-    images = to_float(batch["image"]) if key is None else augment(key, batch["image"])
+    images = to_float(batch["image"]) if key is None else augment(key, batch["image"], max_angle=max_angle)
 
     def loss_fn(model):
         logits = model(images)
@@ -43,7 +52,7 @@ def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, key: ja
     return {"loss_sum": loss * count, "correct": correct, "count": count}
 
 
-@nnx.jit
+@nnx.jit(graph_updates=False)
 def eval_step(model: nnx.Module, batch: dict) -> jnp.ndarray:
     """Logits (B, num_classes) of un-augmented images; call ``model.eval()`` first to switch dropout off."""
     return model(to_float(batch["image"]))

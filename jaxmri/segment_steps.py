@@ -57,7 +57,7 @@ def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, key: ja
     return {"loss_sum": value * count, "count": count}
 
 
-@nnx.jit
+@nnx.jit(graph_updates=False)
 def predict_step(model: nnx.Module, batch: dict) -> jnp.ndarray:
     """Tumor probabilities (B, H, W, 1) in [0, 1] for un-augmented images."""
     return jax.nn.sigmoid(model(to_float(batch["image"])))
