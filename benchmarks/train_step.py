@@ -289,8 +289,8 @@ def main(argv=None) -> None:
     else:
         print(f"torch {torch.__version__}: torch.set_num_threads({cores()}) -> intra-op {torch.get_num_threads()}, "
               f"inter-op {torch.get_num_interop_threads()}, eager, NCHW, float32")
-    print(f"median of the timed steps after warm-up, jaxmri and torch alternating; ratio = torch ms / jaxmri ms "
-          f"(> 1: jaxmri faster). +aug: jaxmri step with on-device augmentation, torch step without (no torchvision).")
+    print("median of the timed steps after warm-up, jaxmri and torch alternating; ratio = torch ms / jaxmri ms "
+          "(> 1: jaxmri faster). +aug: jaxmri step with on-device augmentation, torch step without (no torchvision).")
     header = (f"{'case':<10} {'batch':>5} {'jaxmri ms':>9} {'torch ms':>9} {'ratio':>5} | {'jax cpu':>7} "
               f"{'torch cpu':>9} {'cpu ratio':>9} | {'jax 1st call':>12} {'torch 1st':>9}")
     print(header)

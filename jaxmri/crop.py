@@ -22,24 +22,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from jaxmri.images import to_gray
+
 BLUR_KERNEL = (5, 5)
 THRESHOLD = 45
 MORPH_ITERATIONS = 2
 # A "head" narrower or lower than this fraction of the image is a speck or a label, not a brain.
 MIN_BOX_FRACTION = 0.05
-
-
-def _gray_uint8(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"brain_box expects a uint8 image in 0..255, got dtype {image.dtype}.")
-    if image.ndim == 2:
-        return image
-    if image.ndim == 3 and image.shape[2] == 1:
-        return image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    raise ValueError(f"brain_box expects an (H, W), (H, W, 1) or (H, W, 3) image, got shape {image.shape}.")
 
 
 def brain_box(image: np.ndarray) -> tuple[int, int, int, int]:
@@ -49,7 +38,7 @@ def brain_box(image: np.ndarray) -> tuple[int, int, int, int]:
     Returns ``(0, 0, W, H)`` (the whole image) when no contour survives thresholding and erosion, or
     when the largest one is smaller than ``MIN_BOX_FRACTION`` of the image in width or height.
     """
-    gray = _gray_uint8(image)
+    gray = to_gray(image)
     height, width = gray.shape
     whole = (0, 0, int(width), int(height))
     if height == 0 or width == 0:

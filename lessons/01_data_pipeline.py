@@ -41,10 +41,7 @@
 # `$JAXMRI_LESSON_FIGURES` (default `lessons/figures/`).
 
 # %%
-import os
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -55,43 +52,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (pillow comes with matplotlib: a palette PNG below, small figure files)
 
-import jaxmri  # noqa: E402
 from jaxmri.crop import brain_box, crop_resize  # noqa: E402
 from jaxmri.dataset import DataError, load_image_folder  # noqa: E402
 from jaxmri.duplicates import (NEAR_DUPLICATE_DISTANCE, count_groups, hamming_distance,  # noqa: E402
                                perceptual_hash)
 from jaxmri.images import image_format, read_image, to_gray  # noqa: E402
-from jaxmri.phantom import make_phantom, write_phantom_dataset  # noqa: E402
+from jaxmri.phantom import make_phantom  # noqa: E402
 from jaxmri.split import grouped_stratified_split  # noqa: E402
 
-QUICK = os.environ.get("JAXMRI_LESSON_QUICK") == "1"
-ROOT = Path(jaxmri.__file__).resolve().parents[1]  # the repository (jaxmri is installed editable)
-FIGURES = Path(os.environ.get("JAXMRI_LESSON_FIGURES") or ROOT / "lessons" / "figures")
-FIGURES.mkdir(parents=True, exist_ok=True)
-REAL = Path(os.environ.get("JAXMRI_DATA") or ROOT.parent / "shared" / "data")
-WORK = tempfile.TemporaryDirectory(prefix="jaxmri-lesson01-")  # deleted when the lesson ends
+from lesson_setup import QUICK, lesson_data, save  # noqa: E402
 IMAGE_SIZE = 64 if QUICK else 224  # the paper resizes to 224 x 224
 
-if (REAL / "brain_tumor_dataset").is_dir():
-    DATA, SOURCE = REAL / "brain_tumor_dataset", "real Kaggle data"
-else:
-    DATA, SOURCE = write_phantom_dataset(Path(WORK.name) / "phantom", 60, 40, seed=0), "phantom data"
-print(f"Data: {SOURCE.upper()} in {DATA}; quick mode: {QUICK}; figures -> {FIGURES}")
+DATA, SOURCE, WORK = lesson_data("lesson01")
 
 
-def save(fig, name: str, dpi: int = 80) -> Path:
-    """Save a figure into FIGURES as a 256-colour PNG (small files), and show it inside Jupyter."""
-    path = FIGURES / name
-    fig.set_dpi(dpi)
-    fig.canvas.draw()
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(256).save(path, optimize=True)
-    plt.close(fig)
-    print(f"figure: {path} ({path.stat().st_size / 1024:.0f} KB)")
-    if "ipykernel" in sys.modules:
-        from IPython.display import Image as Shown, display
-
-        display(Shown(filename=str(path)))
-    return path
 
 
 # %% [markdown]

@@ -38,11 +38,7 @@
 # paper's 224 would make `fc1` four times larger than it already is, see below) and more epochs.
 
 # %%
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +49,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
-from PIL import Image  # noqa: E402
 
-import jaxmri  # noqa: E402
 from jaxmri import plots  # noqa: E402
 from jaxmri.augment import augment  # noqa: E402
 from jaxmri.batching import epoch_batches, gather  # noqa: E402
@@ -63,42 +57,19 @@ from jaxmri.classify_steps import eval_step, train_step  # noqa: E402
 from jaxmri.dataset import load_image_folder  # noqa: E402
 from jaxmri.metrics import classification_report  # noqa: E402
 from jaxmri.optim import make_optimizer, make_tx  # noqa: E402
-from jaxmri.phantom import write_phantom_dataset  # noqa: E402
 from jaxmri.small_cnn import SmallCNN  # noqa: E402
 from jaxmri.split import grouped_stratified_split  # noqa: E402
 
-QUICK = os.environ.get("JAXMRI_LESSON_QUICK") == "1"
-ROOT = Path(jaxmri.__file__).resolve().parents[1]  # the repository (jaxmri is installed editable)
-FIGURES = Path(os.environ.get("JAXMRI_LESSON_FIGURES") or ROOT / "lessons" / "figures")
-FIGURES.mkdir(parents=True, exist_ok=True)
-REAL = Path(os.environ.get("JAXMRI_DATA") or ROOT.parent / "shared" / "data")
-WORK = tempfile.TemporaryDirectory(prefix="jaxmri-lesson02-")
+from lesson_setup import FIGURES, QUICK, lesson_data, save  # noqa: E402
 
 IMAGE_SIZE = 64 if QUICK else 128
 EPOCHS = 8 if QUICK else 20
 BATCH = 16  # the paper does not say; 16 gives several steps per epoch on ~150 training images
 LR, WEIGHT_DECAY = 1e-3, 4e-4  # Table 3
 
-if (REAL / "brain_tumor_dataset").is_dir():
-    DATA, SOURCE = REAL / "brain_tumor_dataset", "real Kaggle data"
-else:
-    DATA, SOURCE = write_phantom_dataset(Path(WORK.name) / "phantom", 60, 40, seed=0), "phantom data"
-print(f"Data: {SOURCE.upper()} in {DATA}; quick mode: {QUICK}; figures -> {FIGURES}")
+DATA, SOURCE, WORK = lesson_data("lesson02")
 
 
-def save(fig, name: str, dpi: int = 80) -> Path:
-    """Save a figure into FIGURES as a 256-colour PNG (small files), and show it inside Jupyter."""
-    path = FIGURES / name
-    fig.set_dpi(dpi)
-    fig.canvas.draw()
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(256).save(path, optimize=True)
-    plt.close(fig)
-    print(f"figure: {path} ({path.stat().st_size / 1024:.0f} KB)")
-    if "ipykernel" in sys.modules:
-        from IPython.display import Image as Shown, display
-
-        display(Shown(filename=str(path)))
-    return path
 
 
 data = load_image_folder(DATA, image_size=IMAGE_SIZE, progress=False)

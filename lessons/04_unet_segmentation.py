@@ -36,9 +36,6 @@
 
 # %%
 import json
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,7 +50,6 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import jaxmri  # noqa: E402
 from jaxmri import plots  # noqa: E402
 from jaxmri.batching import epoch_batches, gather  # noqa: E402
 from jaxmri.crop import crop_resize  # noqa: E402
@@ -62,18 +58,12 @@ from jaxmri.images import read_image  # noqa: E402
 from jaxmri.masks import load_masks  # noqa: E402
 from jaxmri.metrics import mean_scores, segmentation_scores  # noqa: E402
 from jaxmri.optim import make_optimizer  # noqa: E402
-from jaxmri.phantom import write_phantom_dataset  # noqa: E402
 from jaxmri.segment import aligned_masks  # noqa: E402
 from jaxmri.segment_steps import predict_step, train_step  # noqa: E402
 from jaxmri.split import grouped_stratified_split  # noqa: E402
 from jaxmri.unet import UNet  # noqa: E402
 
-QUICK = os.environ.get("JAXMRI_LESSON_QUICK") == "1"
-ROOT = Path(jaxmri.__file__).resolve().parents[1]  # the repository (jaxmri is installed editable)
-FIGURES = Path(os.environ.get("JAXMRI_LESSON_FIGURES") or ROOT / "lessons" / "figures")
-FIGURES.mkdir(parents=True, exist_ok=True)
-REAL = Path(os.environ.get("JAXMRI_DATA") or ROOT.parent / "shared" / "data")
-WORK = tempfile.TemporaryDirectory(prefix="jaxmri-lesson04-")
+from lesson_setup import FIGURES, QUICK, REAL, lesson_data, save  # noqa: E402
 
 IMAGE_SIZE = 64 if QUICK else 128  # Table 5 uses 256; any multiple of 16 works
 WIDTH = 8  # base filters; the paper's 64 is 64x the FLOPs
@@ -83,28 +73,13 @@ LR = 1e-3  # Table 5's caption
 LOSS = "bce+dice"  # see section 4
 NEGATIVES = 12  # healthy images added with empty masks (the CLI's --negatives)
 
-if (REAL / "brain_tumor_dataset").is_dir():
-    DATA, SOURCE = REAL / "brain_tumor_dataset", "real Kaggle data"
+DATA, SOURCE, WORK = lesson_data("lesson04")
+if SOURCE == "real Kaggle data":
     COCO, PNGS = REAL / "annotations" / "tumor_polygons_coco.json", REAL / "annotations" / "masks_png"
 else:
-    DATA, SOURCE = write_phantom_dataset(Path(WORK.name) / "phantom", 60, 40, seed=0), "phantom data"
     COCO, PNGS = Path(WORK.name) / "phantom_coco.json", DATA / "masks"  # the COCO file is written below
-print(f"Data: {SOURCE.upper()} in {DATA}; quick mode: {QUICK}; figures -> {FIGURES}")
 
 
-def save(fig, name: str, dpi: int = 80) -> Path:
-    """Save a figure into FIGURES as a 256-colour PNG (small files), and show it inside Jupyter."""
-    path = FIGURES / name
-    fig.set_dpi(dpi)
-    fig.canvas.draw()
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(256).save(path, optimize=True)
-    plt.close(fig)
-    print(f"figure: {path} ({path.stat().st_size / 1024:.0f} KB)")
-    if "ipykernel" in sys.modules:
-        from IPython.display import Image as Shown, display
-
-        display(Shown(filename=str(path)))
-    return path
 
 
 # %% [markdown]

@@ -1,0 +1,58 @@
+"""Set-up shared by every lesson: quick mode, where figures go, and which data to use.
+
+Not a lesson itself. Each lesson does ``from lesson_setup import ...`` (the lesson's own folder is on
+``sys.path`` when it runs as a script or in Jupyter started from ``lessons/``).
+
+- ``JAXMRI_LESSON_QUICK=1``: tiny sizes and epochs, so a lesson runs in well under a minute.
+- ``JAXMRI_LESSON_FIGURES``: folder for the PNGs (default ``lessons/figures``, git-ignored).
+- ``JAXMRI_DATA``: the folder holding ``brain_tumor_dataset/`` and ``annotations/`` (default
+  ``../shared/data`` beside the repository); without it the lessons generate phantoms.
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
+
+import jaxmri  # noqa: E402
+from jaxmri.phantom import write_phantom_dataset  # noqa: E402
+
+QUICK = os.environ.get("JAXMRI_LESSON_QUICK") == "1"
+ROOT = Path(jaxmri.__file__).resolve().parents[1]  # the repository (jaxmri is installed editable)
+FIGURES = Path(os.environ.get("JAXMRI_LESSON_FIGURES") or ROOT / "lessons" / "figures")
+FIGURES.mkdir(parents=True, exist_ok=True)
+REAL = Path(os.environ.get("JAXMRI_DATA") or ROOT.parent / "shared" / "data")
+
+
+def lesson_data(name: str):
+    """``(DATA, SOURCE, WORK)``: the class-folder dataset, a label for it, and a temporary work folder
+    (deleted when the lesson ends) where phantoms are written when the real data is absent."""
+    work = tempfile.TemporaryDirectory(prefix=f"jaxmri-{name}-")
+    if (REAL / "brain_tumor_dataset").is_dir():
+        data, source = REAL / "brain_tumor_dataset", "real Kaggle data"
+    else:
+        data, source = write_phantom_dataset(Path(work.name) / "phantom", 60, 40, seed=0), "phantom data"
+    print(f"Data: {source.upper()} in {data}; quick mode: {QUICK}; figures -> {FIGURES}")
+    return data, source, work
+
+
+def save(fig, name: str, dpi: int = 80) -> Path:
+    """Save a figure into FIGURES as a 256-colour PNG (small files), and show it inside Jupyter."""
+    path = FIGURES / name
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(256).save(path, optimize=True)
+    plt.close(fig)
+    print(f"figure: {path} ({path.stat().st_size / 1024:.0f} KB)")
+    if "ipykernel" in sys.modules:
+        from IPython.display import Image as Shown, display
+
+        display(Shown(filename=str(path)))
+    return path
