@@ -7,6 +7,8 @@ plain ``max`` over reshaped axes is cheap. The results are identical to PyTorch'
 """
 
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 # ImageNet statistics that torchvision's pretrained VGG19 expects on RGB images in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -57,3 +59,29 @@ def upsample_2x(x: jnp.ndarray) -> jnp.ndarray:
     n, h, w, c = x.shape
     x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
     return x.reshape(n, 2 * h, 2 * w, c)
+
+
+# _UPSAMPLE_PHASE[a, r, d] is 1 when kernel row d, applied at upsampled row 2i + a, reads small-map row
+# i + r (nearest-neighbour: upsampled row p holds small row p // 2, so r = (a + d) // 2).
+_UPSAMPLE_PHASE = np.array([[[1, 1], [0, 0]], [[1, 0], [0, 1]]], np.float32)
+
+
+def upsample_conv_2x2(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+    """``upsample_2x`` then a 2x2 'same' convolution, computed on the small map: (N, H, W, I) -> (N, 2H, 2W, O).
+
+    Equal to ``conv(upsample_2x(x), kernel, padding=((0, 1), (0, 1))) + bias`` (Keras ``padding="same"``
+    for a 2x2 kernel: zeros after, none before), with ``kernel`` (2, 2, I, O) HWIO and ``bias`` (O,).
+
+    Nearest-neighbour upsampling repeats every pixel, so each of the four output phases (row parity a,
+    column parity b) is a 2x2 convolution of the *small* map with a kernel made by summing taps of
+    ``kernel``. Running those four as one convolution with 4 * O output channels and interleaving the
+    phases (depth-to-space) does the same arithmetic without building the 4x larger upsampled map, and
+    its weight gradient runs at the small resolution, where XLA's CPU convolutions are much faster.
+    """
+    i, o = kernel.shape[2], kernel.shape[3]
+    phase = jnp.asarray(_UPSAMPLE_PHASE, kernel.dtype)
+    folded = jnp.einsum("ard,bse,deio->rsiabo", phase, phase, kernel).reshape(2, 2, i, 4 * o)
+    y = lax.conv_general_dilated(x, folded, (1, 1), ((0, 1), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    n, h, w, _ = y.shape
+    y = y.reshape(n, h, w, 2, 2, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o)
+    return y + bias

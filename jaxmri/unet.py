@@ -5,30 +5,35 @@ The paper's Table 5 cannot be built as printed: Encoder 4 has no pooling, so the
 an upsampling. The text, however, describes the standard U-Net (Ronneberger et al., 2015): every encoder
 block pools, the bottleneck has 1024 filters, and every decoder block upsamples, halves the filters,
 concatenates the skip and refines. That is what is built here. Corrected table for a 256 x 256 x 1 input
-at ``width=64`` (the paper's filters); "skip" is the pre-pool map that the decoder at the same depth
-concatenates:
+at ``width=64`` (the paper's filters); ``UNet.stage_shapes`` returns every stage and the tests pin them:
 
-==========  ==================================================  ===============  ==============
-Stage       Layers                                              output           skip
-==========  ==================================================  ===============  ==============
-Input                                                           256 x 256 x 1
-Encoder 1   Conv3x3+ReLU, Conv3x3+ReLU, MaxPool2x2              128 x 128 x 64   256 x 256 x 64
-Encoder 2   Conv3x3+ReLU, Conv3x3+ReLU, MaxPool2x2              64 x 64 x 128    128 x 128 x 128
-Encoder 3   Conv3x3+ReLU, Conv3x3+ReLU, MaxPool2x2              32 x 32 x 256    64 x 64 x 256
-Encoder 4   Conv3x3+ReLU, Conv3x3+ReLU, MaxPool2x2              16 x 16 x 512    32 x 32 x 512
-Bottleneck  Conv3x3+ReLU, Conv3x3+ReLU                          16 x 16 x 1024
-Decoder 4   UpSample2x, Conv2x2, Concat(skip 4), 2x Conv3x3+ReLU  32 x 32 x 512
-Decoder 3   UpSample2x, Conv2x2, Concat(skip 3), 2x Conv3x3+ReLU  64 x 64 x 256
-Decoder 2   UpSample2x, Conv2x2, Concat(skip 2), 2x Conv3x3+ReLU  128 x 128 x 128
-Decoder 1   UpSample2x, Conv2x2, Concat(skip 1), 2x Conv3x3+ReLU  256 x 256 x 64
-Output      Conv1x1 (sigmoid applied by the loss)               256 x 256 x 1
-==========  ==================================================  ===============  ==============
+==========  ====================================================  ==============  =======================
+Stage       Layers                                                Table 5 output  built output (skip)
+==========  ====================================================  ==============  =======================
+Input                                                             256x256x1       256x256x1
+Encoder 1   2x (Conv3x3+ReLU), MaxPool2x2                         128x128x64      128x128x64 (256x256x64)
+Encoder 2   2x (Conv3x3+ReLU), MaxPool2x2                         64x64x128       64x64x128 (128x128x128)
+Encoder 3   2x (Conv3x3+ReLU), MaxPool2x2                         32x32x256       32x32x256 (64x64x256)
+Encoder 4   2x (Conv3x3+ReLU), MaxPool2x2 (*)                     32x32x512       16x16x512 (32x32x512)
+Bottleneck  2x (Conv3x3+ReLU)                                     32x32x1024      16x16x1024
+Decoder 4   UpSample2x, Conv2x2, Concat(skip), 2x (Conv3x3+ReLU)  64x64x512       32x32x512
+Decoder 3   UpSample2x, Conv2x2, Concat(skip), 2x (Conv3x3+ReLU)  128x128x256     64x64x256
+Decoder 2   UpSample2x, Conv2x2, Concat(skip), 2x (Conv3x3+ReLU)  256x256x128     128x128x128
+Decoder 1   UpSample2x, Conv2x2, Concat(skip), 2x (Conv3x3+ReLU)  256x256x64 (*)  256x256x64
+Output      Conv1x1 (sigmoid in the loss)                         256x256x1       256x256x1
+==========  ====================================================  ==============  =======================
+
+(*) Table 5 gives Encoder 4 no pooling and has Decoder 1 keep 256 x 256 after upsampling; here Encoder 4
+pools like the others, so the bottleneck and decoders sit one level lower and every decoder doubles the
+resolution exactly once. The skip in brackets is the pre-pool map the decoder at that depth concatenates.
 
 Choices the paper leaves open, and why:
   * The decoder's filter-halving convolution is 2x2 with Keras ``padding="same"`` (one extra row and
     column of zeros at the bottom/right), as in Ronneberger's "2x2 up-convolution" and the Keras U-Net
     the table's layer names (``UpSampling2D``, ``Conv2D``) come from. Table 5 gives it no ReLU; nor do we.
   * Upsampling is nearest-neighbour (Keras' ``UpSampling2D`` default), not a transposed convolution.
+    ``layers.upsample_conv_2x2`` computes upsample + 2x2 conv exactly but at the small resolution, which
+    is faster on CPU; the ``up_convs`` are ordinary ``nnx.Conv`` layers holding the 2x2 kernels.
   * The skip comes after the upsampled map in the concatenation (``[up, skip]``), as in Keras U-Nets.
   * The model returns logits; the sigmoid lives in the loss (numerically stable BCE) and ``predict_proba``.
 
@@ -40,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmri.layers import max_pool_2x2, upsample_2x
+from jaxmri.layers import max_pool_2x2, upsample_conv_2x2
 
 
 def _is_positive_int(value) -> bool:
@@ -125,7 +130,8 @@ class UNet(nnx.Module):
         x = keep("bottleneck", self.bottleneck(x))
         for k, up_conv, decoder, skip in zip(range(self.depth, 0, -1), self.up_convs, self.decoders,
                                              reversed(skips)):
-            up = keep(f"decoder{k}_up", up_conv(upsample_2x(x)))
+            # == up_conv(upsample_2x(x)), computed without the 4x larger upsampled map (see layers.py).
+            up = keep(f"decoder{k}_up", upsample_conv_2x2(x, up_conv.kernel[...], up_conv.bias[...]))
             cat = keep(f"decoder{k}_concat", jnp.concatenate([up, skip], axis=-1))
             x = keep(f"decoder{k}", decoder(cat))
         return keep("output", self.head(x))

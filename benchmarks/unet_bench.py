@@ -1,0 +1,229 @@
+"""CPU speed of one U-Net train step: jaxmri (Flax NNX, jitted) against a PyTorch-eager reference.
+
+One step = forward, sigmoid binary cross-entropy over every pixel, backward, Adam(1e-3) update: the
+paper's Section 3.2 training recipe. Both sides run the same network (``jaxmri.unet.UNet``; the PyTorch
+copy below is a benchmark-only reference, starts from the same weights, and a test checks it computes
+the same function), on the same fixed batch of 256 x 256 x 1 images and binary masks, with the same
+number of CPU threads (the cores this process may use). The two steps alternate round by round, so a
+busy machine slows both alike; the load average is printed with the results.
+
+Usage:
+  python benchmarks/unet_bench.py             # widths 32 and 64, batch 4, 256 x 256, 7 timed rounds
+  python benchmarks/unet_bench.py --quick     # width 32 only, 3 timed rounds
+  python benchmarks/unet_bench.py --xla-default-flags   # keep XLA's default CPU conv library (YNNPACK)
+  taskset -c 0 python benchmarks/unet_bench.py --quick  # one core for both sides
+
+``make_jax_unet_step`` and ``make_torch_unet_step`` return zero-argument callables that run one step and
+block until it is done, so a combined benchmark can import and time them; such a script should call
+``use_xla_cpu_flags()`` before anything initialises JAX. torch is an optional ``bench`` dependency.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+# XLA's CPU backend (jax 0.12) hands convolutions to YNNPACK by default. YNNPACK's weight-gradient
+# convolution is slow for large maps with few channels (the U-Net's top levels: 3-4x the forward time),
+# and with it off XLA uses Eigen's convolutions, which made the whole width-32 step about 25% faster on
+# a 2-core AMD EPYC (1620 -> 1280 ms). An empty fusion-type list turns YNNPACK fusion off.
+XLA_CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def use_xla_cpu_flags(flags: str = XLA_CPU_FLAGS) -> None:
+    """Append ``flags`` to ``XLA_FLAGS``; only has an effect when called before JAX initialises its CPU backend."""
+    current = os.environ.get("XLA_FLAGS", "")
+    if flags not in current:
+        os.environ["XLA_FLAGS"] = f"{current} {flags}".strip()
+
+
+def cpu_threads() -> int:
+    """Cores this process may use; XLA's CPU client sizes its thread pool the same way."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def fixed_batch(batch: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random NHWC batch: images in [0, 1] and {0, 1} masks, both float32 (N, size, size, 1)."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((batch, size, size, 1), dtype=np.float32)
+    masks = (rng.random((batch, size, size, 1)) < 0.2).astype(np.float32)
+    return images, masks
+
+
+def make_jax_unet_step(width: int, batch: int, size: int):
+    """A zero-arg callable running one jitted jaxmri ``UNet`` train step and blocking until it is done."""
+    import jax
+    import optax
+    from flax import nnx
+
+    from jaxmri.unet import UNet
+
+    model = UNet(1, 1, width=width, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, images, masks):
+        def loss_fn(model):
+            return optax.sigmoid_binary_cross_entropy(model(images), masks).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    images, masks = (jax.device_put(a) for a in fixed_batch(batch, size))
+
+    def step():
+        return train_step(model, optimizer, images, masks).block_until_ready()
+
+    return step
+
+
+def _torch_unet(in_channels: int, out_channels: int, width: int, depth: int):
+    """The same U-Net in PyTorch (NCHW): DoubleConv encoders, 2x2 'same' up-convs, [up, skip] concat."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    def double_conv(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
+                             nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+    class TorchUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            f = [width * 2**k for k in range(depth + 1)]
+            self.encoders = nn.ModuleList(
+                [double_conv(in_channels if k == 0 else f[k - 1], f[k]) for k in range(depth)])
+            self.bottleneck = double_conv(f[depth - 1], f[depth])
+            self.up_convs = nn.ModuleList([nn.Conv2d(f[k + 1], f[k], 2) for k in reversed(range(depth))])
+            self.decoders = nn.ModuleList([double_conv(2 * f[k], f[k]) for k in reversed(range(depth))])
+            self.head = nn.Conv2d(width, out_channels, 1)
+
+        def forward(self, x):
+            skips = []
+            for encoder in self.encoders:
+                skips.append(encoder(x))
+                x = F.max_pool2d(skips[-1], 2)
+            x = self.bottleneck(x)
+            for up_conv, decoder, skip in zip(self.up_convs, self.decoders, reversed(skips)):
+                # Keras 'same' for a 2x2 kernel: one zero row/column after, none before.
+                up = up_conv(F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (0, 1, 0, 1)))
+                x = decoder(torch.cat([up, skip], dim=1))
+            return self.head(x)
+
+    return TorchUNet()
+
+
+def torch_unet_from_jax(model):
+    """A PyTorch copy of a ``jaxmri.unet.UNet`` with the same weights (HWIO kernels become OIHW)."""
+    import torch
+
+    net = _torch_unet(model.in_channels, model.out_channels, model.width, model.depth)
+    pairs = [(block.conv1, tblock[0]) for block, tblock in zip(model.encoders, net.encoders)]
+    pairs += [(block.conv2, tblock[2]) for block, tblock in zip(model.encoders, net.encoders)]
+    pairs += [(model.bottleneck.conv1, net.bottleneck[0]), (model.bottleneck.conv2, net.bottleneck[2])]
+    pairs += list(zip(model.up_convs, net.up_convs))
+    pairs += [(block.conv1, tblock[0]) for block, tblock in zip(model.decoders, net.decoders)]
+    pairs += [(block.conv2, tblock[2]) for block, tblock in zip(model.decoders, net.decoders)]
+    pairs.append((model.head, net.head))
+    assert len(pairs) == sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    with torch.no_grad():
+        for conv, tconv in pairs:
+            kernel = np.array(conv.kernel[...]).transpose(3, 2, 0, 1).copy()
+            assert tconv.weight.shape == kernel.shape, (tconv.weight.shape, kernel.shape)
+            tconv.weight.copy_(torch.from_numpy(kernel))
+            tconv.bias.copy_(torch.from_numpy(np.array(conv.bias[...])))
+    return net
+
+
+def make_torch_unet_step(width: int, batch: int, size: int):
+    """A zero-arg callable running one eager PyTorch train step of the same U-Net (CPU, float32)."""
+    import torch
+    from flax import nnx
+
+    from jaxmri.unet import UNet
+
+    torch.set_num_threads(cpu_threads())
+    model = torch_unet_from_jax(UNet(1, 1, width=width, rngs=nnx.Rngs(0)))  # same start as the JAX step
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    images, masks = (torch.from_numpy(a).permute(0, 3, 1, 2).contiguous() for a in fixed_batch(batch, size))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(images), masks)
+        loss.backward()
+        optimizer.step()
+        return loss.item()  # .item() waits for the step, like block_until_ready
+
+    return step
+
+
+def _param_count(width: int) -> int:
+    import jax
+    from flax import nnx
+
+    from jaxmri.unet import UNet
+
+    model = nnx.eval_shape(lambda: UNet(1, 1, width=width, rngs=nnx.Rngs(0)))
+    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def time_interleaved(steps: dict, warmup: int, rounds: int) -> dict:
+    """Milliseconds per call of each zero-arg callable, ``rounds`` times each, alternating, after ``warmup``."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="width 32 only, 1 warm-up and 3 timed rounds")
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--xla-default-flags", action="store_true",
+                        help=f"do not add {XLA_CPU_FLAGS!r} (keep XLA's default CPU conv library)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.widths, args.warmup, args.rounds = [32], 1, 3
+    if not args.xla_default_flags:
+        use_xla_cpu_flags()
+
+    import jax
+    import torch
+
+    torch.set_num_threads(cpu_threads())
+    print(f"U-Net train step (fwd + BCE + bwd + Adam), batch {args.batch}, {args.size}x{args.size}x1 float32, "
+          f"{cpu_threads()} CPU threads each (torch.get_num_threads() = {torch.get_num_threads()})")
+    print(f"jax {jax.__version__} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; torch {torch.__version__} eager")
+    print(f"{args.warmup} warm-up + {args.rounds} timed rounds, jax and torch alternating; "
+          f"load average at start: {os.getloadavg()[0]:.1f}")
+    print()
+    print(f"{'width':>5} | {'params':>10} | {'jax ms/step':>11} | {'torch ms/step':>13} | {'throughput jax/torch':>20}")
+    print(f"{'':>5} | {'':>10} | {'median (min)':>11} | {'median (min)':>13} | {'(torch ms / jax ms)':>20}")
+    for width in args.widths:
+        steps = {"jax": make_jax_unet_step(width, args.batch, args.size),
+                 "torch": make_torch_unet_step(width, args.batch, args.size)}
+        times = time_interleaved(steps, args.warmup, args.rounds)
+        jax_ms, torch_ms = statistics.median(times["jax"]), statistics.median(times["torch"])
+        params = _param_count(width)
+        print(f"{width:>5} | {params:>10,} | {jax_ms:>6.0f} ({min(times['jax']):.0f}) | "
+              f"{torch_ms:>8.0f} ({min(times['torch']):.0f}) | {torch_ms / jax_ms:>20.2f}")
+    print(f"\nload average at end: {os.getloadavg()[0]:.1f} (other processes on these cores slow both sides, "
+          f"PyTorch's OpenMP threads usually more)")
+
+
+if __name__ == "__main__":
+    main()
