@@ -63,19 +63,14 @@ def make_jax_unet_step(width: int, batch: int, size: int):
     model = UNet(1, 1, width=width, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
-    @nnx.jit
-    def train_step(model, optimizer, images, masks):
-        def loss_fn(model):
-            return optax.sigmoid_binary_cross_entropy(model(images), masks).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
+    # The library's own segmentation step (jaxmri.segment_steps.train_step, pixel BCE, no augmentation).
+    from jaxmri.segment_steps import train_step
 
     images, masks = (jax.device_put(a) for a in fixed_batch(batch, size))
+    batch_dict = {"image": images, "mask": masks, "weight": jax.numpy.ones(images.shape[0])}
 
     def step():
-        return train_step(model, optimizer, images, masks).block_until_ready()
+        return train_step(model, optimizer, batch_dict)["loss_sum"].block_until_ready()
 
     return step
 
