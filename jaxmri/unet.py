@@ -111,7 +111,9 @@ class UNet(nnx.Module):
             [nnx.Conv(filters[k + 1], filters[k], kernel_size=(2, 2), padding=((0, 1), (0, 1)), rngs=rngs)
              for k in reversed(range(depth))]
         )
-        self.decoders = nnx.List([DoubleConv(2 * filters[k], filters[k], rngs=rngs) for k in reversed(range(depth))])
+        self.decoders = nnx.List(
+            [DoubleConv(2 * filters[k], filters[k], rngs=rngs) for k in reversed(range(depth))]
+        )
         self.head = nnx.Conv(width, out_channels, kernel_size=(1, 1), rngs=rngs)
 
     def _forward(self, x: jnp.ndarray, record: list | None = None) -> jnp.ndarray:
@@ -139,7 +141,9 @@ class UNet(nnx.Module):
     def _check_input(self, shape: tuple) -> None:
         multiple = 2**self.depth
         if len(shape) != 4 or shape[-1] != self.in_channels:
-            raise ValueError(f"UNet expects NHWC images of shape (N, H, W, {self.in_channels}), got {tuple(shape)}.")
+            raise ValueError(
+                f"UNet expects NHWC images of shape (N, H, W, {self.in_channels}), got {tuple(shape)}."
+            )
         if shape[1] <= 0 or shape[2] <= 0 or shape[1] % multiple or shape[2] % multiple:
             raise ValueError(
                 f"UNet with depth={self.depth} needs H and W to be positive multiples of {multiple}, got "

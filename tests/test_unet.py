@@ -22,7 +22,8 @@ def expected_stages(n, h, w, in_channels, out_channels, width, depth):
     stages = [("input", (n, h, w, in_channels))]
     for k in range(1, depth + 1):
         f, s = width * 2 ** (k - 1), 2 ** (k - 1)
-        stages += [(f"encoder{k}_skip", (n, h // s, w // s, f)), (f"encoder{k}", (n, h // (2 * s), w // (2 * s), f))]
+        stages.append((f"encoder{k}_skip", (n, h // s, w // s, f)))
+        stages.append((f"encoder{k}", (n, h // (2 * s), w // (2 * s), f)))
     d = 2**depth
     stages.append(("bottleneck", (n, h // d, w // d, width * d)))
     for k in range(depth, 0, -1):
@@ -99,7 +100,8 @@ def test_paper_table5_corrected_stage_shapes():
 def test_every_stage_shape(depth, width, hm, wm, n, in_channels, out_channels):
     h, w = hm * 2**depth, wm * 2**depth
     model = nnx.eval_shape(lambda: UNet(in_channels, out_channels, width=width, depth=depth, rngs=nnx.Rngs(0)))
-    assert model.stage_shapes((n, h, w, in_channels)) == expected_stages(n, h, w, in_channels, out_channels, width, depth)
+    expected = expected_stages(n, h, w, in_channels, out_channels, width, depth)
+    assert model.stage_shapes((n, h, w, in_channels)) == expected
 
 
 def test_stage_shapes_match_a_real_call(tiny):
@@ -110,13 +112,13 @@ def test_stage_shapes_match_a_real_call(tiny):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(width=0), "width"),
-        (dict(width=-8), "width"),
-        (dict(width=2.0), "width"),
-        (dict(width=True), "width"),
-        (dict(depth=0), "depth"),
-        (dict(in_channels=0), "in_channels"),
-        (dict(out_channels=-1), "out_channels"),
+        ({"width": 0}, "width"),
+        ({"width": -8}, "width"),
+        ({"width": 2.0}, "width"),
+        ({"width": True}, "width"),
+        ({"depth": 0}, "depth"),
+        ({"in_channels": 0}, "in_channels"),
+        ({"out_channels": -1}, "out_channels"),
     ],
 )
 def test_bad_constructor_args_raise(kwargs, match):
@@ -179,7 +181,8 @@ def test_upsample_2x_is_nearest_neighbour():
 @pytest.mark.parametrize("shape, cout", [((2, 5, 3, 4), 3), ((1, 1, 1, 1), 2), ((1, 8, 8, 6), 5)])
 def test_upsample_conv_2x2_equals_upsample_then_keras_same_conv(shape, cout):
     kx, kk, kb = jax.random.split(jax.random.key(0), 3)
-    args = (jax.random.normal(kx, shape), jax.random.normal(kk, (2, 2, shape[-1], cout)), jax.random.normal(kb, (cout,)))
+    x, kernel = jax.random.normal(kx, shape), jax.random.normal(kk, (2, 2, shape[-1], cout))
+    args = (x, kernel, jax.random.normal(kb, (cout,)))
 
     def reference(x, kernel, bias):
         # Keras padding="same" for a 2x2 kernel pads one row/column after and none before.
