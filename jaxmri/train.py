@@ -83,28 +83,18 @@ def main(argv=None) -> int:
     except ValueError as err:
         parser.error(str(err))
     from jaxmri.dataset import DataError
+    from jaxmri.masks import MaskError
     from jaxmri.rundir import RunDirError
+    from jaxmri.weights import WeightsError
 
-    errors = [DataError, RunDirError]
-    try:
-        from jaxmri.weights import WeightsError
-
-        errors.append(WeightsError)
-    except ImportError:
-        pass
-    try:
-        from jaxmri.masks import MaskError
-
-        errors.append(MaskError)
-    except ImportError:
-        pass
+    errors = (DataError, MaskError, RunDirError, WeightsError)
     try:
         if args.task == "classify":
             from jaxmri.classify import run
         else:
             from jaxmri.segment import run
         run(cfg)
-    except tuple(errors) as err:
+    except errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
