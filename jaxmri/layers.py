@@ -76,7 +76,8 @@ def upsample_conv_2x2(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) ->
     column parity b) is a 2x2 convolution of the *small* map with a kernel made by summing taps of
     ``kernel``. Running those four as one convolution with 4 * O output channels and interleaving the
     phases (depth-to-space) does the same arithmetic without building the 4x larger upsampled map, and
-    its weight gradient runs at the small resolution, where XLA's CPU convolutions are much faster.
+    its weight gradient runs at the small resolution, where XLA's CPU convolutions are more efficient
+    (U-Net train step on one CPU core: 3-10% faster; on two cores the same within noise).
     """
     i, o = kernel.shape[2], kernel.shape[3]
     phase = jnp.asarray(_UPSAMPLE_PHASE, kernel.dtype)
