@@ -37,3 +37,14 @@ def gather(arrays: dict[str, np.ndarray], rows: np.ndarray, weight: np.ndarray) 
     batch = {name: values[rows] for name, values in arrays.items()}
     batch["weight"] = weight
     return batch
+
+
+def apply_in_batches(step, model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """``step(model, {"image": batch})`` over ``images`` in order, padding rows dropped, results stacked.
+
+    Used for evaluation: ``step`` is a jitted function such as ``classify_steps.eval_step``; every call
+    sees a full-size batch, so it compiles once. Returns an empty array for no images.
+    """
+    out = [np.asarray(step(model, {"image": images[rows]}))[weight > 0]
+           for rows, weight in epoch_batches(np.arange(len(images)), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)

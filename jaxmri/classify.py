@@ -13,7 +13,8 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmri import plots
-from jaxmri.batching import epoch_batches, gather, num_batches
+from jaxmri.augment import to_float
+from jaxmri.batching import apply_in_batches, epoch_batches, gather, num_batches
 from jaxmri.classify_steps import eval_step, train_step
 from jaxmri.config import ClassifyConfig, save_config
 from jaxmri.data_source import load_dataset, split_or_explain
@@ -56,19 +57,8 @@ def _head_logits(model: VGG19Classifier, features):
 
 
 @nnx.jit(graph_updates=False)
-def _embed(model: VGG19Classifier, images):
-    from jaxmri.augment import to_float
-
-    return model.embed(to_float(images))
-
-
-def _predict(model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits of every image, in order, with dropout off."""
-    out = []
-    for rows, weight in epoch_batches(np.arange(len(images)), batch_size):
-        logits = eval_step(model, {"image": images[rows]})
-        out.append(np.asarray(logits)[weight > 0])
-    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+def _embed(model: VGG19Classifier, batch: dict):
+    return model.embed(to_float(batch["image"]))
 
 
 class _Evaluator:
@@ -79,16 +69,13 @@ class _Evaluator:
         self.features = None
         if isinstance(model, VGG19Classifier) and model.freeze_backbone and len(images):
             model.eval()
-            feats = []
-            for rows, weight in epoch_batches(np.arange(len(images)), batch_size):
-                feats.append(np.asarray(_embed(model, images[rows]))[weight > 0])
-            self.features = np.concatenate(feats)
+            self.features = apply_in_batches(_embed, model, images, batch_size)
 
     def logits(self, model) -> np.ndarray:
         model.eval()
         if self.features is not None:
             return np.asarray(_head_logits(model, self.features))
-        return _predict(model, self.images, self.batch_size)
+        return apply_in_batches(eval_step, model, self.images, self.batch_size)
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmri import plots
-from jaxmri.batching import epoch_batches, gather, num_batches
+from jaxmri.batching import apply_in_batches, epoch_batches, gather, num_batches
 from jaxmri.config import SegmentConfig, save_config
 from jaxmri.crop import crop_resize
 from jaxmri.data_source import load_dataset, split_or_explain, phantom_masks_dir
@@ -50,13 +50,6 @@ def aligned_masks(data: ImageSet, masks_source, image_size: int) -> tuple[np.nda
     index = [i for i, stem in enumerate(stems) if stem in masks and first[stem] == i]
     out = np.stack([crop_resize(masks[stems[i]], tuple(data.boxes[i]), image_size, cv2.INTER_NEAREST) for i in index])
     return np.asarray(index), (out > 0).astype(np.uint8)[..., None]
-
-
-def _predict(model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    out = []
-    for rows, weight in epoch_batches(np.arange(len(images)), batch_size):
-        out.append(np.asarray(predict_step(model, {"image": images[rows]}))[weight > 0])
-    return np.concatenate(out)
 
 
 def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
@@ -113,7 +106,7 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
         for part in ("val", "test"):
             idx = split[part]
             if len(idx):
-                pred = _predict(model, images[idx], cfg.batch_size) > cfg.threshold
+                pred = apply_in_batches(predict_step, model, images[idx], cfg.batch_size) > cfg.threshold
                 scores = mean_scores(segmentation_scores(masks[idx], pred))
                 record.update({f"{part}_{name}": value for name, value in scores.items()})
         record["seconds"] = time.time() - t0
@@ -130,7 +123,7 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
 
     restore_checkpoint(out / "checkpoint", model)
     test = split["test"]
-    probs = _predict(model, images[test], cfg.batch_size)
+    probs = apply_in_batches(predict_step, model, images[test], cfg.batch_size)
     per_image = segmentation_scores(masks[test], probs > cfg.threshold)
     summary = mean_scores(per_image)
     metrics = {
