@@ -10,12 +10,12 @@ busy machine slows both alike; the load average is printed with the results.
 Usage:
   python benchmarks/unet_bench.py             # widths 32 and 64, batch 4, 256 x 256, 7 timed rounds
   python benchmarks/unet_bench.py --quick     # width 32 only, 3 timed rounds
-  python benchmarks/unet_bench.py --xla-default-flags   # keep XLA's default CPU conv library (YNNPACK)
   taskset -c 0 python benchmarks/unet_bench.py --quick  # one core for both sides
 
 ``make_jax_unet_step`` and ``make_torch_unet_step`` return zero-argument callables that run one step and
-block until it is done, so a combined benchmark can import and time them; such a script should call
-``use_xla_cpu_flags()`` before anything initialises JAX. torch is an optional ``bench`` dependency.
+block until it is done, so a combined benchmark can import and time them. No XLA flags are set: the
+library's step chooses its own CPU convolution library per jit (``jaxmri.segment_steps``), so this times
+exactly what ``python -m jaxmri.train segment`` runs. torch is an optional ``bench`` dependency.
 """
 
 import argparse
@@ -24,19 +24,6 @@ import statistics
 import time
 
 import numpy as np
-
-# XLA's CPU backend (jax 0.12) hands convolutions to YNNPACK by default. YNNPACK's weight-gradient
-# convolution is slow for large maps with few channels (the U-Net's top levels: 3-4x the forward time),
-# and with it off XLA uses Eigen's convolutions: on a 2-core AMD EPYC the step went from 1660 to 1180 ms
-# at width 32 and from 7160 to 4370 ms at width 64. An empty fusion-type list turns YNNPACK fusion off.
-XLA_CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
-
-
-def use_xla_cpu_flags(flags: str = XLA_CPU_FLAGS) -> None:
-    """Append ``flags`` to ``XLA_FLAGS``; only has an effect when called before JAX initialises its CPU backend."""
-    current = os.environ.get("XLA_FLAGS", "")
-    if flags not in current:
-        os.environ["XLA_FLAGS"] = f"{current} {flags}".strip()
 
 
 def cpu_threads() -> int:
@@ -188,13 +175,9 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--xla-default-flags", action="store_true",
-                        help=f"do not add {XLA_CPU_FLAGS!r} (keep XLA's default CPU conv library)")
     args = parser.parse_args(argv)
     if args.quick:
         args.widths, args.warmup, args.rounds = [32], 1, 3
-    if not args.xla_default_flags:
-        use_xla_cpu_flags()
 
     import jax
     import torch

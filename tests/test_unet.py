@@ -240,3 +240,38 @@ def test_torch_reference_in_benchmark_is_the_same_network():
         expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     actual = nnx.jit(lambda model, x: model(x))(model, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=1e-4, atol=1e-5)
+
+
+def _step_inputs():
+    model = UNet(1, 1, width=2, depth=2, rngs=fast_rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=model.trainable_filter())
+    images = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
+    masks = jnp.zeros((2, 16, 16, 1)).at[:, 4:10, 5:12, :].set(1.0)
+    return model, optimizer, {"image": images, "mask": masks, "weight": jnp.ones(2)}
+
+
+def test_train_step_is_compiled_without_ynnpack_and_matches_the_plain_jit():
+    from jaxmri import segment_steps
+
+    model, optimizer, batch = _step_inputs()
+    graphdef, state = nnx.split((model, optimizer))
+    fast, plain = segment_steps._jitted_steps
+    args = (graphdef, state, batch, None)
+    if jax.default_backend() == "cpu":
+        assert "__ynn" not in fast.lower(*args, loss="bce", max_angle=15.0).compile().as_text()
+    (state_a, out_a), (state_b, out_b) = (f(*args, loss="bce", max_angle=15.0) for f in (fast, plain))
+    np.testing.assert_allclose(out_a["loss_sum"], out_b["loss_sum"], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_falls_back_when_jaxlib_rejects_the_compile_option(monkeypatch):
+    from jaxmri import segment_steps
+
+    bad = jax.jit(segment_steps._pure_train_step, static_argnames=segment_steps._STATIC,
+                  compiler_options={"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"})
+    steps = [bad, segment_steps._jitted_steps[1]]
+    monkeypatch.setattr(segment_steps, "_jitted_steps", steps)
+    model, optimizer, batch = _step_inputs()
+    out = segment_steps.train_step(model, optimizer, batch)
+    assert np.isfinite(float(out["loss_sum"])) and len(steps) == 1  # the plain jit is all that is left
