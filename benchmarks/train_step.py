@@ -4,8 +4,8 @@ Cases (``--cases``, comma-separated):
   cnn     SmallCNN (paper Table 2), batch 32 of 224 x 224 x 3, every parameter trains.
   vgg19   VGG19Classifier at full size (widths 64..512, hidden 4096), batch 8 of 224 x 224 x 3, only the
           replaced head trains, dropout in train mode (paper Section 2.2).
-  unet32, unet64   U-Net of base width 32 / 64, batch 4 of 256 x 256 x 1 (paper Section 3.2); the steps
-          come from ``benchmarks/unet_bench.py`` and the cases are skipped, with a note, without it.
+  unet32, unet64   U-Net of base width 32 / 64, batch 4 of 256 x 256 x 1 (paper Section 3.2): the
+          library's ``jaxmri.segment_steps.train_step`` and its PyTorch copy, from ``unet_bench.py``.
 
 What one step is. jaxmri: the library's ``jaxmri.classify_steps.train_step(model, optimizer, batch, key)``
 on a batch dict of uint8 NHWC images, int32 labels and float32 weights. ``key=None`` is the
@@ -223,11 +223,7 @@ def time_interleaved(steps: dict, warmup: int, repeats: int) -> tuple[dict, dict
 def run_case(case: str, batch_size: int, warmup: int, repeats: int) -> list[dict]:
     """One table row per timed jaxmri step: its medians, torch's medians and both first calls."""
     if case.startswith("unet"):
-        bench_dir = Path(__file__).resolve().parent
-        if not (bench_dir / "unet_bench.py").exists():
-            print(f"note: skipping {case}: benchmarks/unet_bench.py is not there yet.")
-            return []
-        sys.path.insert(0, str(bench_dir))
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
         import unet_bench
 
         width = int(case[4:])
