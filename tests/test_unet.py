@@ -282,3 +282,16 @@ def test_train_step_falls_back_when_jaxlib_rejects_the_compile_option(monkeypatc
     model, optimizer, batch = _step_inputs()
     out = segment_steps.train_step(model, optimizer, batch)
     assert np.isfinite(float(out["loss_sum"])) and len(steps) == 1  # the plain jit is all that is left
+
+
+def test_train_step_compiles_once_across_steps(monkeypatch):
+    # train_step passes nnx.split's graphdef as a static argument: it must hash the same every step.
+    from jaxmri import segment_steps
+
+    fresh = jax.jit(segment_steps._pure_train_step, static_argnames=segment_steps._STATIC,
+                    compiler_options=segment_steps.TRAIN_COMPILER_OPTIONS)
+    monkeypatch.setattr(segment_steps, "_jitted_steps", [fresh])
+    model, optimizer, batch = _step_inputs()
+    for step in range(3):
+        segment_steps.train_step(model, optimizer, batch, jax.random.key(step))
+    assert fresh._cache_size() == 1
