@@ -288,7 +288,10 @@ def test_train_step_compiles_once_across_steps(monkeypatch):
     # train_step passes nnx.split's graphdef as a static argument: it must hash the same every step.
     from jaxmri import segment_steps
 
-    fresh = jax.jit(segment_steps._pure_train_step, static_argnames=segment_steps._STATIC,
+    def pure_step(graphdef, state, batch, key, *, loss, max_angle):  # a new function: its own jit cache
+        return segment_steps._pure_train_step(graphdef, state, batch, key, loss=loss, max_angle=max_angle)
+
+    fresh = jax.jit(pure_step, static_argnames=segment_steps._STATIC,
                     compiler_options=segment_steps.TRAIN_COMPILER_OPTIONS)
     monkeypatch.setattr(segment_steps, "_jitted_steps", [fresh])
     model, optimizer, batch = _step_inputs()
