@@ -12,7 +12,6 @@ Losses (``loss=`` is static, so each choice compiles once):
   ``"bce+dice"``  their sum
 """
 
-
 import jax
 import jax.numpy as jnp
 import optax
