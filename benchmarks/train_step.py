@@ -40,7 +40,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -48,6 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+# The U-Net cases and the core count come from the sibling script (run as a script, its folder is on sys.path).
+from unet_bench import cpu_threads, make_jax_unet_step, make_torch_unet_step
 
 from jaxmri.classify_steps import train_step
 from jaxmri.layers import IMAGENET_MEAN, IMAGENET_STD
@@ -83,11 +85,6 @@ def tune_malloc() -> str:
     ok = libc.mallopt(m_arena_max, 1) and libc.mallopt(m_mmap_threshold, 1 << 30)
     ok = ok and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
     return "mallopt(M_ARENA_MAX=1, M_MMAP_THRESHOLD=1 GiB, M_TRIM_THRESHOLD=2 GiB)" + ("" if ok else " FAILED")
-
-
-def cores() -> int:
-    """CPU cores this process may run on (XLA's CPU client sizes its thread pool the same way)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def cpu_model() -> str:
@@ -223,14 +220,10 @@ def time_interleaved(steps: dict, warmup: int, repeats: int) -> tuple[dict, dict
 def run_case(case: str, batch_size: int, warmup: int, repeats: int) -> list[dict]:
     """One table row per timed jaxmri step: its medians, torch's medians and both first calls."""
     if case.startswith("unet"):
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import unet_bench
-
         width = int(case[4:])
-        steps = {"jax": unet_bench.make_jax_unet_step(width, batch_size, UNET_SIZE)}
+        steps = {"jax": make_jax_unet_step(width, batch_size, UNET_SIZE)}
         if torch is not None:
-            steps["torch"] = unet_bench.make_torch_unet_step(width, batch_size, UNET_SIZE)
-            torch.set_num_threads(cores())  # unet_bench sets the same; keep it explicit here
+            steps["torch"] = make_torch_unet_step(width, batch_size, UNET_SIZE)  # sets cpu_threads() threads
         plan = [(case, "jax")]
     else:
         batch = classifier_batch(batch_size)
@@ -273,17 +266,17 @@ def main(argv=None) -> None:
     if args.quick:
         args.warmup, args.repeats = 1, args.repeats or 3
     if torch is not None:
-        torch.set_num_threads(cores())
+        torch.set_num_threads(cpu_threads())
 
     jax.numpy.zeros(1).block_until_ready()  # start XLA's thread pool so it can be counted
-    print(f"CPU: {cpu_model()}, {cores()} cores visible; python {platform.python_version()}; malloc: {malloc_note}")
+    print(f"CPU: {cpu_model()}, {cpu_threads()} cores visible; python {platform.python_version()}; malloc: {malloc_note}")
     print(f"jax {jax.__version__} (jaxlib {jax.lib.__version__}), backend {jax.default_backend()}, XLA intra-op "
           f"threads: {xla_threads()} (XLA default, sized to the visible cores), "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '<unset>')!r}")
     if torch is None:
         print("torch: not installed (pip install -e .[bench]); timing jaxmri only.")
     else:
-        print(f"torch {torch.__version__}: torch.set_num_threads({cores()}) -> intra-op {torch.get_num_threads()}, "
+        print(f"torch {torch.__version__}: torch.set_num_threads({cpu_threads()}) -> intra-op {torch.get_num_threads()}, "
               f"inter-op {torch.get_num_interop_threads()}, eager, NCHW, float32")
     print("median of the timed steps after warm-up, jaxmri and torch alternating; ratio = torch ms / jaxmri ms "
           "(> 1: jaxmri faster). +aug: jaxmri step with on-device augmentation, torch step without (no torchvision).")

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxmri.augment import augment, to_float
+from jaxmri.augment import MAX_ANGLE, augment, to_float
 
 LOSSES = ("bce", "dice", "bce+dice")
 
@@ -76,7 +76,7 @@ _jitted_steps = [jax.jit(_pure_train_step, static_argnames=_STATIC, compiler_opt
 
 
 def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, key: jax.Array | None = None, *,
-               loss: str = "bce", max_angle: float = 15.0) -> dict:
+               loss: str = "bce", max_angle: float = MAX_ANGLE) -> dict:
     """One optimizer step; with ``key`` the image and mask get the same random flip and rotation first.
 
     The jit boundary is ``_pure_train_step``, a pure function of ``nnx.split((model, optimizer))`` (plain
