@@ -5,11 +5,11 @@ Cases (``--cases``, comma-separated):
   vgg19   VGG19Classifier at full size (widths 64..512, hidden 4096), batch 8 of 224 x 224 x 3, only the
           replaced head trains, dropout in train mode (paper Section 2.2).
   unet32, unet64   U-Net of base width 32 / 64, batch 4 of 256 x 256 x 1 (paper Section 3.2): the
-          library's ``jaxmri.segment_steps.train_step`` and its PyTorch copy, from ``unet_bench.py``.
+          library's ``jaxmri.training.segment_steps.train_step`` and its PyTorch copy, from ``unet_bench.py``.
 
-What one step is. jaxmri: the library's ``jaxmri.classify_steps.train_step(model, optimizer, batch, key)``
+What one step is. jaxmri: the library's ``jaxmri.training.classify_steps.train_step(model, optimizer, batch, key)``
 on a batch dict of uint8 NHWC images, int32 labels and float32 weights. ``key=None`` is the
-apples-to-apples row; the ``+aug`` row passes a key, so the step also runs ``jaxmri.augment`` (flip,
+apples-to-apples row; the ``+aug`` row passes a key, so the step also runs ``jaxmri.data.augment`` (flip,
 rotation, blur) on device. PyTorch: the same network written with ``torch.nn`` (NCHW, the eager
 default), the same uint8 NHWC batch converted to float, normalized, then forward, ``CrossEntropyLoss``,
 backward and ``Adam(lr=1e-3, weight_decay=4e-4)`` over the trainable parameters only
@@ -38,9 +38,7 @@ import argparse
 import gc
 import os
 import platform
-import resource
 import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -49,13 +47,13 @@ import numpy as np
 from flax import nnx
 
 # The U-Net cases and the core count come from the sibling script (run as a script, its folder is on sys.path).
-from unet_bench import cpu_threads, make_jax_unet_step, make_torch_unet_step
+from unet_bench import cpu_threads, make_jax_unet_step, make_torch_unet_step, time_interleaved
 
-from jaxmri.classify_steps import train_step
-from jaxmri.layers import IMAGENET_MEAN, IMAGENET_STD
-from jaxmri.optim import make_optimizer
-from jaxmri.small_cnn import SmallCNN
-from jaxmri.vgg19 import VGG19_BLOCKS, VGG19_WIDTHS, VGG19Classifier
+from jaxmri.models import SmallCNN, VGG19Classifier
+from jaxmri.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from jaxmri.models.vgg19 import VGG19_BLOCKS, VGG19_WIDTHS
+from jaxmri.training.classify_steps import train_step
+from jaxmri.training.optim import make_optimizer
 
 try:
     import torch
@@ -188,35 +186,6 @@ def make_torch_classifier_step(case: str, batch: dict):
 # ---------------------------------------------------------------- timing
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this whole process (every thread), in seconds."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def time_once(step) -> tuple[float, float]:
-    """(wall ms, process CPU ms) of one call."""
-    cpu, start = cpu_seconds(), time.perf_counter()
-    step()
-    return (time.perf_counter() - start) * 1e3, (cpu_seconds() - cpu) * 1e3
-
-
-def time_interleaved(steps: dict, warmup: int, repeats: int) -> tuple[dict, dict, dict]:
-    """Per step name: first-call wall ms, median wall ms and median CPU ms, calling the steps in turn."""
-    first = {name: time_once(step)[0] for name, step in steps.items()}
-    for _ in range(warmup - 1):
-        for step in steps.values():
-            step()
-    wall, cpu = {name: [] for name in steps}, {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            w, c = time_once(step)
-            wall[name].append(w)
-            cpu[name].append(c)
-    median = lambda d: {name: statistics.median(v) for name, v in d.items()}
-    return first, median(wall), median(cpu)
-
-
 def run_case(case: str, batch_size: int, warmup: int, repeats: int) -> list[dict]:
     """One table row per timed jaxmri step: its medians, torch's medians and both first calls."""
     if case.startswith("unet"):
@@ -232,7 +201,9 @@ def run_case(case: str, batch_size: int, warmup: int, repeats: int) -> list[dict
         if torch is not None:
             steps["torch"] = make_torch_classifier_step(case, batch)
         plan = [(case, "jax"), (case + "+aug", "jax+aug")]
-    first, wall, cpu = time_interleaved(steps, warmup, repeats)
+    times = time_interleaved(steps, warmup, repeats)
+    first = {name: t["first"] for name, t in times.items()}
+    wall, cpu = ({name: statistics.median(t[kind]) for name, t in times.items()} for kind in ("wall", "cpu"))
     rows = [dict(case=label, batch=batch_size, jax=wall[name], torch=wall.get("torch"), jax_cpu=cpu[name],
                  torch_cpu=cpu.get("torch"), jax_first=first[name], torch_first=first.get("torch"))
             for label, name in plan]

@@ -1,7 +1,7 @@
 """CPU speed of one U-Net train step: jaxmri (Flax NNX, jitted) against a PyTorch-eager reference.
 
 One step = forward, sigmoid binary cross-entropy over every pixel, backward, Adam(1e-3) update: the
-paper's Section 3.2 training recipe. Both sides run the same network (``jaxmri.unet.UNet``; the PyTorch
+paper's Section 3.2 training recipe. Both sides run the same network (``jaxmri.models.unet.UNet``; the PyTorch
 copy below is a benchmark-only reference, starts from the same weights, and a test checks it computes
 the same function), on the same fixed batch of 256 x 256 x 1 images and binary masks, with the same
 number of CPU threads (the cores this process may use). The two steps alternate round by round, so a
@@ -14,12 +14,13 @@ Usage:
 
 ``make_jax_unet_step`` and ``make_torch_unet_step`` return zero-argument callables that run one step and
 block until it is done, so a combined benchmark can import and time them. No XLA flags are set: the
-library's step chooses its own CPU convolution library per jit (``jaxmri.segment_steps``), so this times
+library's step chooses its own CPU convolution library per jit (``jaxmri.training.segment_steps``), so this times
 exactly what ``python -m jaxmri.train segment`` runs. torch is an optional ``bench`` dependency.
 """
 
 import argparse
 import os
+import resource
 import statistics
 import time
 
@@ -45,13 +46,13 @@ def make_jax_unet_step(width: int, batch: int, size: int):
     import optax
     from flax import nnx
 
-    from jaxmri.unet import UNet
+    from jaxmri.models.unet import UNet
 
     model = UNet(1, 1, width=width, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
-    # The library's own segmentation step (jaxmri.segment_steps.train_step, pixel BCE, no augmentation).
-    from jaxmri.segment_steps import train_step
+    # The library's own segmentation step (jaxmri.training.segment_steps.train_step, pixel BCE, no augmentation).
+    from jaxmri.training.segment_steps import train_step
 
     images, masks = (jax.device_put(a) for a in fixed_batch(batch, size))
     batch_dict = {"image": images, "mask": masks, "weight": jax.numpy.ones(images.shape[0])}
@@ -99,7 +100,7 @@ def _torch_unet(in_channels: int, out_channels: int, width: int, depth: int):
 
 
 def torch_unet_from_jax(model):
-    """A PyTorch copy of a ``jaxmri.unet.UNet`` with the same weights (HWIO kernels become OIHW)."""
+    """A PyTorch copy of a ``jaxmri.models.unet.UNet`` with the same weights (HWIO kernels become OIHW)."""
     import torch
 
     net = _torch_unet(model.in_channels, model.out_channels, model.width, model.depth)
@@ -125,7 +126,7 @@ def make_torch_unet_step(width: int, batch: int, size: int):
     import torch
     from flax import nnx
 
-    from jaxmri.unet import UNet
+    from jaxmri.models.unet import UNet
 
     torch.set_num_threads(cpu_threads())
     model = torch_unet_from_jax(UNet(1, 1, width=width, rngs=nnx.Rngs(0)))  # same start as the JAX step
@@ -144,27 +145,43 @@ def make_torch_unet_step(width: int, batch: int, size: int):
 
 
 def _param_count(width: int) -> int:
-    import jax
     from flax import nnx
 
-    from jaxmri.unet import UNet
+    from jaxmri.models import UNet, count_params
 
-    model = nnx.eval_shape(lambda: UNet(1, 1, width=width, rngs=nnx.Rngs(0)))
-    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    return count_params(nnx.eval_shape(lambda: UNet(1, 1, width=width, rngs=nnx.Rngs(0))))
 
 
-def time_interleaved(steps: dict, warmup: int, rounds: int) -> dict:
-    """Milliseconds per call of each zero-arg callable, ``rounds`` times each, alternating, after ``warmup``."""
-    for step in steps.values():
-        for _ in range(warmup):
+def cpu_seconds() -> float:
+    """User + system CPU time of this whole process (every thread), in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_once(step) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call."""
+    cpu, start = cpu_seconds(), time.perf_counter()
+    step()
+    return (time.perf_counter() - start) * 1e3, (cpu_seconds() - cpu) * 1e3
+
+
+def time_interleaved(steps: dict, warmup: int, rounds: int) -> dict[str, dict]:
+    """Time zero-arg callables in turn; the one timing helper of both benchmark scripts.
+
+    Per step name: ``{"first": wall ms of the first call (compiles), "wall": [ms, ...], "cpu": [ms, ...]}``
+    for ``rounds`` timed calls after ``warmup`` warm-up calls (the first one included), alternating
+    between the steps so that a change in machine load hits all of them alike.
+    """
+    result = {name: {"first": time_once(step)[0], "wall": [], "cpu": []} for name, step in steps.items()}
+    for _ in range(warmup - 1):
+        for step in steps.values():
             step()
-    times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+            wall, cpu = time_once(step)
+            result[name]["wall"].append(wall)
+            result[name]["cpu"].append(cpu)
+    return result
 
 
 def main(argv=None) -> None:
@@ -194,7 +211,7 @@ def main(argv=None) -> None:
     for width in args.widths:
         steps = {"jax": make_jax_unet_step(width, args.batch, args.size),
                  "torch": make_torch_unet_step(width, args.batch, args.size)}
-        times = time_interleaved(steps, args.warmup, args.rounds)
+        times = {name: t["wall"] for name, t in time_interleaved(steps, args.warmup, args.rounds).items()}
         jax_ms, torch_ms = statistics.median(times["jax"]), statistics.median(times["torch"])
         params = _param_count(width)
         print(f"{width:>5} | {params:>10,} | {jax_ms:>6.0f} ({min(times['jax']):.0f}) | "

@@ -11,7 +11,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from jaxmri.errors import RunDirError
+
 DEFAULT_VGG19_WEIGHTS = "weights/vgg19_imagenet.safetensors"
+
+# The valid values of the choice fields, in one place: the configs check them, the CLI offers them,
+# and ``jaxmri.training.optim`` / ``jaxmri.training.losses`` dispatch on them.
+ARCHS = ("cnn", "vgg19")  # SmallCNN (Table 2), VGG19Classifier (Section 2.2)
+PRETRAINED = ("imagenet", "none")
+OPTIMIZERS = ("adam", "adamw")
+LOSSES = ("bce", "dice", "bce+dice")
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,8 @@ class ClassifyConfig:
 
     def __post_init__(self):
         _check_common(self)
-        if self.arch not in ("cnn", "vgg19"):
-            raise ValueError(f"--arch must be 'cnn' or 'vgg19', got {self.arch!r}.")
-        if self.pretrained not in ("imagenet", "none"):
-            raise ValueError(f"--pretrained must be 'imagenet' or 'none', got {self.pretrained!r}.")
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("pretrained", self.pretrained, PRETRAINED)
         if self.image_size % 4 or self.image_size < 32:
             raise ValueError(f"--image-size must be a multiple of 4 and at least 32, got {self.image_size}.")
 
@@ -72,8 +79,7 @@ class SegmentConfig:
 
     def __post_init__(self):
         _check_common(self)
-        if self.loss not in ("bce", "dice", "bce+dice"):
-            raise ValueError(f"--loss must be 'bce', 'dice' or 'bce+dice', got {self.loss!r}.")
+        _check_choice("loss", self.loss, LOSSES)
         if self.width < 1:
             raise ValueError(f"--width must be a positive number of filters, got {self.width}.")
         if self.image_size % 16 or self.image_size < 16:
@@ -93,12 +99,17 @@ def _check_common(cfg) -> None:
         raise ValueError(f"--lr must be positive, got {cfg.lr}.")
     if cfg.weight_decay < 0:
         raise ValueError(f"--weight-decay must be 0 or more, got {cfg.weight_decay}.")
-    if cfg.optimizer not in ("adam", "adamw"):
-        raise ValueError(f"--optimizer must be 'adam' or 'adamw', got {cfg.optimizer!r}.")
+    _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ValueError(f"--test-fraction must be between 0 and 1, got {cfg.test_fraction}.")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}.")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+        raise ValueError(f"--{name.replace('_', '-')} must be {listed}, got {value!r}.")
 
 
 def save_config(cfg, path: Path) -> None:
@@ -107,8 +118,33 @@ def save_config(cfg, path: Path) -> None:
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
+CONFIGS = {cls.__name__: cls for cls in (ClassifyConfig, SegmentConfig)}
+
+
 def load_config(path: Path):
-    """Read a ``config.json`` written by ``save_config`` back into its dataclass."""
-    payload = json.loads(Path(path).read_text())
-    kind = payload.pop("kind")
-    return {"ClassifyConfig": ClassifyConfig, "SegmentConfig": SegmentConfig}[kind](**payload)
+    """Read a ``config.json`` written by ``save_config`` back into its dataclass.
+
+    Raises ``RunDirError`` (one line naming the file) when it is missing, is not JSON, was not written
+    by jaxmri, names fields this version does not know, or holds a value the config refuses.
+    """
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: no such file; pass the config.json of a run written by python -m jaxmri.train.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path}: cannot be read as JSON ({err}); pass the config.json of a jaxmri run.") from None
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    if kind not in CONFIGS:
+        raise RunDirError(f"{path}: not a jaxmri run config (no \"kind\" of {sorted(CONFIGS)}); pass the config.json "
+                          "of a run written by python -m jaxmri.train.")
+    cls = CONFIGS[kind]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in payload.items() if k != "kind"}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise RunDirError(f"{path}: unknown {kind} fields {unknown}; was it written by another jaxmri version?")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise RunDirError(f"{path}: {err}") from None

@@ -1,20 +1,28 @@
 """Command line: ``python -m jaxmri.train classify|segment [flags]``.
 
 The entry point only parses flags into a frozen config (``jaxmri.config``) and calls the run function;
-any problem with the input (bad flag value, bad file, missing weights, used run directory) is printed
-as one line and the process exits with status 2, before training starts.
+any problem with the input (bad flag value, bad file, missing weights, used run directory) is a
+``jaxmri.errors.JaxmriError``: printed as one line, and the process exits with its status (2), before
+training starts.
+
+``--config RUN/config.json`` repeats a run: the saved config is the starting point and the flags given
+override it (a new run directory unless ``--out`` says otherwise).
 """
 
 import argparse
 import dataclasses
 import sys
 
-from jaxmri.config import ClassifyConfig, SegmentConfig
+from jaxmri.config import ARCHS, LOSSES, OPTIMIZERS, PRETRAINED, ClassifyConfig, SegmentConfig, load_config
+from jaxmri.errors import JaxmriError
 
-C, S = ClassifyConfig(), SegmentConfig()
+# The defaults each flag's help text quotes.
+CLASSIFY_DEFAULTS, SEGMENT_DEFAULTS = ClassifyConfig(), SegmentConfig()
 
 
 def _common(p: argparse.ArgumentParser, d) -> None:
+    p.add_argument("--config", help="repeat a run: start from that run's config.json; the other flags given "
+                   "override it (it writes a new run directory unless --out names one)")
     p.add_argument("--data", help="folder with one sub-folder per class (yes/ = tumor, no/ = no tumor), e.g. "
                    "../shared/data/brain_tumor_dataset; without it a generated phantom set is used")
     p.add_argument("--out", help="run directory for results (default: runs/<time>-<task>)")
@@ -23,7 +31,7 @@ def _common(p: argparse.ArgumentParser, d) -> None:
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr}, paper Table 3)")
     p.add_argument("--weight-decay", type=float, help=f"L2 penalty added to the gradient, as PyTorch's Adam does "
                    f"(default {d.weight_decay})")
-    p.add_argument("--optimizer", choices=("adam", "adamw"), help="adam = the paper (L2 in the gradient); adamw = "
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam = the paper (L2 in the gradient); adamw = "
                    "decoupled weight decay (default adam)")
     p.add_argument("--seed", type=int, help=f"seed for the split, initial weights, shuffling and augmentation "
                    f"(default {d.seed}); the same seed gives the same run")
@@ -46,59 +54,65 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="task", required=True)
     pc = sub.add_parser("classify", help="tumor / no-tumor classification (paper Section 2)",
                         description="Train SmallCNN (Table 2) or a frozen VGG19 with a new 2-way head.")
-    pc.add_argument("--arch", choices=("cnn", "vgg19"), help="cnn = SmallCNN trained from scratch; vgg19 = "
+    pc.add_argument("--arch", choices=ARCHS, help="cnn = SmallCNN trained from scratch; vgg19 = "
                     "VGG19 with frozen pre-trained layers and a new head (default cnn)")
-    pc.add_argument("--pretrained", choices=("imagenet", "none"), help="vgg19 backbone: imagenet = converted "
+    pc.add_argument("--pretrained", choices=PRETRAINED, help="vgg19 backbone: imagenet = converted "
                     "ImageNet weights (the paper); none = random init, clearly labelled (default imagenet)")
-    pc.add_argument("--weights", help=f"converted ImageNet weights file (default {C.weights}; make it with "
+    pc.add_argument("--weights", help=f"converted ImageNet weights file (default {CLASSIFY_DEFAULTS.weights}; make it with "
                     "`python -m jaxmri.weights download vgg19`)")
-    _common(pc, C)
+    _common(pc, CLASSIFY_DEFAULTS)
     ps = sub.add_parser("segment", help="tumor segmentation with a U-Net (paper Section 3)",
                         description="Train the paper's U-Net on tumor masks.",
                         epilog="On a CPU, --image-size 128 --loss bce+dice --epochs 150 is the recommended run: "
                                "4x cheaper steps than the paper's 256x256 (README, 'Results on the real data').")
     ps.add_argument("--masks", help="tumor annotations: a COCO polygon .json, a Labelbox .json/.ndjson export, or a "
                     "folder of PNG masks (required with --data)")
-    ps.add_argument("--loss", choices=("bce", "dice", "bce+dice"), help="bce = the paper's pixel cross-entropy "
+    ps.add_argument("--loss", choices=LOSSES, help="bce = the paper's pixel cross-entropy "
                     "(default), dice = soft Dice, bce+dice = their sum")
     ps.add_argument("--width", type=int, help=f"filters of the first U-Net block (64 = the paper; default "
-                    f"{S.width} to fit a CPU budget)")
+                    f"{SEGMENT_DEFAULTS.width} to fit a CPU budget)")
     ps.add_argument("--negatives", type=int, help="add this many no/ images with empty masks (default 0)")
-    ps.add_argument("--threshold", type=float, help=f"probability above which a pixel is tumor (default {S.threshold})")
-    _common(ps, S)
+    ps.add_argument("--threshold", type=float, help=f"probability above which a pixel is tumor (default {SEGMENT_DEFAULTS.threshold})")
+    _common(ps, SEGMENT_DEFAULTS)
     return parser
 
 
 def config_from_args(args: argparse.Namespace):
-    """Defaults of the task's config, overridden by the flags the user gave."""
+    """The task's config, overridden by the flags the user gave.
+
+    Without ``--config`` the start is the paper's defaults; with it, that run's saved config, less its
+    ``out`` and ``overwrite`` (a repeat never writes into the run it repeats by accident). Raises
+    ``ValueError`` for a bad flag value and ``RunDirError`` for a config file that cannot be used.
+    """
     cls = ClassifyConfig if args.task == "classify" else SegmentConfig
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return cls(**given)
+    if args.config is None:
+        return cls(**given)
+    base = load_config(args.config)
+    if not isinstance(base, cls):
+        other = "segment" if args.task == "classify" else "classify"
+        raise ValueError(f"--config {args.config} is a {other} run's config; use `python -m jaxmri.train {other} "
+                         f"--config {args.config}`.")
+    return dataclasses.replace(base, **{"out": None, "overwrite": False, **given})
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
-    except ValueError as err:
-        parser.error(str(err))
-    from jaxmri.dataset import DataError
-    from jaxmri.masks import MaskError
-    from jaxmri.rundir import RunDirError
-    from jaxmri.weights import WeightsError
-
-    errors = (DataError, MaskError, RunDirError, WeightsError)
-    try:
+        try:
+            cfg = config_from_args(args)
+        except ValueError as err:  # a flag value the config refuses: argparse's usage line and exit 2
+            parser.error(str(err))
         if args.task == "classify":
-            from jaxmri.classify import run
+            from jaxmri.training.classify import run
         else:
-            from jaxmri.segment import run
+            from jaxmri.training.segment import run
         run(cfg)
-    except errors as err:
+    except JaxmriError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
     return 0
 
 

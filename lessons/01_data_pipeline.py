@@ -35,7 +35,7 @@
 #
 # The lesson uses the real Kaggle data when it finds it (`$JAXMRI_DATA`, or `../shared/data` next to the
 # repository, holding `brain_tumor_dataset/`); otherwise it writes a synthetic *phantom* set
-# (`jaxmri.phantom`) into a temporary folder. Phantoms are drawn to look like the scans (a skull ring,
+# (`jaxmri.data.phantom`) into a temporary folder. Phantoms are drawn to look like the scans (a skull ring,
 # a textured brain, specks and letters in the background, bright tumors), so every step below does real
 # work on them. `JAXMRI_LESSON_QUICK=1` makes everything small and fast; figures go to
 # `$JAXMRI_LESSON_FIGURES` (default `lessons/figures/`).
@@ -52,28 +52,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (pillow comes with matplotlib: a palette PNG below, small figure files)
 
-from jaxmri.crop import brain_box, crop_resize  # noqa: E402
-from jaxmri.dataset import DataError, load_image_folder  # noqa: E402
-from jaxmri.duplicates import (NEAR_DUPLICATE_DISTANCE, count_groups, hamming_distance,  # noqa: E402
-                               perceptual_hash)
-from jaxmri.images import image_format, read_image, to_gray  # noqa: E402
-from jaxmri.phantom import make_phantom  # noqa: E402
-from jaxmri.split import grouped_stratified_split  # noqa: E402
+from jaxmri.data.crop import brain_box, crop_resize  # noqa: E402
+from jaxmri.data.dataset import load_image_folder  # noqa: E402
+from jaxmri.data.duplicates import (NEAR_DUPLICATE_DISTANCE, count_groups, hamming_distance,  # noqa: E402
+                                    perceptual_hash)
+from jaxmri.data.images import image_format, read_image, to_gray  # noqa: E402
+from jaxmri.data.phantom import make_phantom  # noqa: E402
+from jaxmri.data.split import grouped_stratified_split  # noqa: E402
+from jaxmri.errors import DataError  # noqa: E402
 
 from lesson_setup import QUICK, lesson_data, save  # noqa: E402
 IMAGE_SIZE = 64 if QUICK else 224  # the paper resizes to 224 x 224
 
 DATA, SOURCE, WORK = lesson_data("lesson01")
 
-
-
-
 # %% [markdown]
 # ## 1. One representation for every image mode
 #
 # The paper notes that "some came in RGB format, while others were already converted to gray scale".
 # The public set is messier than that: 217 RGB, 30 grayscale, 5 RGBA and 1 palette file, PNGs named
-# `.jpg`, upper-case extensions and spaces in names. `jaxmri.images.read_image` turns every one of them
+# `.jpg`, upper-case extensions and spaces in names. `jaxmri.data.images.read_image` turns every one of them
 # into the same thing, `uint8 (H, W, 3)` RGB in 0..255, so nothing downstream has to care:
 #
 # - files are recognised by their first bytes, not their extension;
@@ -111,7 +109,7 @@ for path in sorted(modes.iterdir()):
 #
 # ## 2. Validate every file before training
 #
-# The paper checked for "corrupted images". `jaxmri.dataset.load_image_folder` reads and checks every
+# The paper checked for "corrupted images". `jaxmri.data.dataset.load_image_folder` reads and checks every
 # file *before* returning anything, and reports **all** bad files at once, one line each, so a run never
 # dies in epoch 37 on a half-downloaded JPEG. We build a small messy folder: a few good phantoms plus an
 # empty file, a cut-off JPEG, a text file and a PNG with a `.jpg` name (which is fine).
@@ -146,7 +144,7 @@ print(kept.summary())
 # ## 3. Crop to the brain (Figure 1)
 #
 # Uncropped scans carry black margins, scanner labels and orientation letters. The paper crops to the
-# brain's extreme points with OpenCV; `jaxmri.crop.brain_box` is that recipe (the well-known
+# brain's extreme points with OpenCV; `jaxmri.data.crop.brain_box` is that recipe (the well-known
 # pyimagesearch "extreme points" one): gray, 5x5 Gaussian blur, threshold at 45, erode and dilate twice
 # (small specks and letters vanish, the head survives), take the largest contour, and its leftmost,
 # rightmost, top and bottom points give the box. Two deliberate differences: the box includes the
@@ -207,7 +205,7 @@ print(f"images: {data.images.dtype} {data.images.shape}; labels: {np.bincount(da
 #
 # The paper checked for "duplicate image ids". Ids are file names, and names say nothing about content:
 # the public set holds 22 groups of byte-identical files under different names, plus scans that were
-# re-saved, resized or re-contrasted. `jaxmri.duplicates` finds both kinds:
+# re-saved, resized or re-contrasted. `jaxmri.data.duplicates` finds both kinds:
 #
 # - **exact**: the SHA-256 of the file bytes;
 # - **near**: a 64-bit perceptual hash (pHash: shrink to 32x32, 2-D DCT, keep the 8x8 lowest frequencies,
@@ -248,7 +246,7 @@ save(fig, "01_duplicate_groups.png")
 # in the data, a random split very likely places one copy of a scan in training and another in the test
 # set. The model has then *seen* those test images, and test accuracy is inflated.
 #
-# `jaxmri.split.grouped_stratified_split` assigns whole duplicate groups at once, and takes the same
+# `jaxmri.data.split.grouped_stratified_split` assigns whole duplicate groups at once, and takes the same
 # fraction of each class (stratified), so every part keeps the class balance. It also makes the
 # validation part that the paper's Conclusion asks for. We count, for 200 different seeds, how many test
 # images have a copy in the training part under each scheme.
@@ -301,7 +299,7 @@ print(f"leaked: train->val {leaked(split['train'], split['val'], data.groups)}, 
 #
 # ## Exercises
 #
-# 1. Group with byte-identity only: `jaxmri.duplicates.duplicate_groups(..., max_distance=-1)` (the
+# 1. Group with byte-identity only: `jaxmri.data.duplicates.duplicate_groups(..., max_distance=-1)` (the
 #    dataset keeps this as `data.exact_groups`). Split with those groups and count, with the perceptual
 #    groups `data.groups`, how many near-duplicates still leak into the test set. What does that say
 #    about checking for duplicates by file hash alone?

@@ -26,9 +26,9 @@
 # 3. train for a few epochs and plot learning curves like the paper's Figure 2;
 # 4. see that PyTorch's `Adam(weight_decay=...)` is *not* AdamW, and what the difference does.
 #
-# The model is `jaxmri.small_cnn.SmallCNN`, the step `jaxmri.classify_steps.train_step`, the optimizer
-# `jaxmri.optim.make_optimizer`; the data come from lesson 1's pipeline (`jaxmri.dataset`,
-# `jaxmri.split`). This file holds no second copy of any of them.
+# The model is `jaxmri.models.small_cnn.SmallCNN`, the step `jaxmri.training.classify_steps.train_step`, the optimizer
+# `jaxmri.training.optim.make_optimizer`; the data come from lesson 1's pipeline (`jaxmri.data.dataset`,
+# `jaxmri.data.split`). This file holds no second copy of any of them.
 
 # %% [markdown]
 # ## Setup
@@ -38,6 +38,7 @@
 # paper's 224 would make `fc1` four times larger than it already is, see below) and more epochs.
 
 # %%
+import dataclasses
 import time
 
 import jax
@@ -50,15 +51,17 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from jaxmri import plots  # noqa: E402
-from jaxmri.augment import augment  # noqa: E402
-from jaxmri.batching import epoch_batches, gather  # noqa: E402
-from jaxmri.classify_steps import eval_step, train_step  # noqa: E402
-from jaxmri.dataset import load_image_folder  # noqa: E402
-from jaxmri.metrics import classification_report  # noqa: E402
-from jaxmri.optim import make_optimizer, make_tx  # noqa: E402
-from jaxmri.small_cnn import SmallCNN  # noqa: E402
-from jaxmri.split import grouped_stratified_split  # noqa: E402
+from jaxmri.config import ClassifyConfig  # noqa: E402
+from jaxmri.data.augment import augment  # noqa: E402
+from jaxmri.data.batching import epoch_batches, gather  # noqa: E402
+from jaxmri.data.dataset import load_image_folder  # noqa: E402
+from jaxmri.data.split import grouped_stratified_split  # noqa: E402
+from jaxmri.evaluation import plots  # noqa: E402
+from jaxmri.evaluation.metrics import classification_report  # noqa: E402
+from jaxmri.models import SmallCNN, count_params  # noqa: E402
+from jaxmri.training.classify import Evaluator, build_model, fit, make_keys  # noqa: E402
+from jaxmri.training.classify_steps import train_step  # noqa: E402
+from jaxmri.training.optim import make_optimizer, make_tx  # noqa: E402
 
 from lesson_setup import FIGURES, QUICK, lesson_data, save  # noqa: E402
 
@@ -66,14 +69,14 @@ IMAGE_SIZE = 64 if QUICK else 128
 EPOCHS = 8 if QUICK else 20
 BATCH = 16  # the paper does not say; 16 gives several steps per epoch on ~150 training images
 LR, WEIGHT_DECAY = 1e-3, 4e-4  # Table 3
+# The same config object `python -m jaxmri.train classify` builds from its flags.
+CFG = ClassifyConfig(arch="cnn", image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH, lr=LR,
+                     weight_decay=WEIGHT_DECAY, seed=0)
 
 DATA, SOURCE, WORK = lesson_data("lesson02")
-
-
-
-
 data = load_image_folder(DATA, image_size=IMAGE_SIZE, progress=False)
-split = grouped_stratified_split(data.labels, data.groups, test_fraction=0.27, val_fraction=0.15, seed=0)
+split = grouped_stratified_split(data.labels, data.groups, test_fraction=CFG.test_fraction,
+                                 val_fraction=CFG.val_fraction, seed=CFG.seed)
 arrays = {"image": data.images, "label": data.labels}
 print(data.summary().splitlines()[0])
 print({part: len(idx) for part, idx in split.items()})
@@ -92,6 +95,7 @@ def parameter_table(model: nnx.Module) -> int:
         total += variable.size
         print(f"  {'.'.join(map(str, path)):12s} {str(variable.shape):18s} {variable.size:>12,}")
     print(f"  {'total':12s} {'':18s} {total:>12,}")
+    assert total == count_params(model)  # the library's counter, used by the training runs
     return total
 
 
@@ -124,12 +128,12 @@ except ValueError as err:
 #
 # A batch is a dict of arrays with a **fixed** batch size: `image` uint8 (B, H, W, 3), `label` int32 (B,),
 # and `weight` float32 (B,). The last batch of an epoch is padded with weight-0 rows
-# (`jaxmri.batching.epoch_batches`), so every call has the same shapes and the step compiles once.
+# (`jaxmri.data.batching.epoch_batches`), so every call has the same shapes and the step compiles once.
 #
 # `train_step(model, optimizer, batch, key)` is decorated with `nnx.jit`, the one jit boundary:
 #
 # 1. with a key, the batch is augmented on device (the paper's flip and rotation with p = 0.5 and a 3x3
-#    Gaussian blur: `jaxmri.augment.augment`);
+#    Gaussian blur: `jaxmri.data.augment.augment`);
 # 2. `nnx.value_and_grad` differentiates the cross-entropy with respect to `optimizer.wrt`, the
 #    trainable parameters (all of them for SmallCNN; lesson 3 freezes some);
 # 3. `optimizer.update(model, grads)` changes the model **in place**: NNX modules are mutable Python
@@ -174,46 +178,33 @@ save(fig, "02_augmentation.png")
 # ## 3. A short training run (Figure 2)
 #
 # The loop is plain Python around the jitted steps, and all state is explicit: the model and optimizer
-# objects, and a `jax.random` key from which each epoch's shuffle and each step's augmentation are
-# derived with `fold_in`. (`jaxmri.classify.run`, behind `python -m jaxmri.train classify`, is this loop
-# plus checkpoints, logging and choosing the best epoch on the validation part.)
+# objects, and a `jax.random` key. `make_keys(seed)` splits the seed's key into `key_init` (the initial
+# weights) and `key_data`; epoch `e` gets `fold_in(key_data, e)`, from which `train_epoch` derives the
+# shuffle and each step's augmentation. The library's loop is `jaxmri.training.classify.fit`:
+#
+#     for epoch in range(cfg.epochs):
+#         record = train_epoch(model, optimizer, arrays, train, fold_in(key_data, epoch), ...)
+#         record |= evaluate(model, evaluators["val"]) ...   # and test; keep the best-validation epoch
+#
+# `python -m jaxmri.train classify` calls exactly this `fit`, with checkpoints and a run directory
+# around it, so with the same config this lesson's numbers are the command's numbers. An `Evaluator`
+# holds a fixed image set (validation or test) and computes its logits without augmentation.
 
 # %%
-def predict(model: nnx.Module, indices: np.ndarray) -> np.ndarray:
-    """Logits of the images ``indices``, un-augmented, in order."""
-    model.eval()
-    out = [np.asarray(eval_step(model, gather(arrays, rows, w)))[w > 0] for rows, w in epoch_batches(indices, BATCH)]
-    return np.concatenate(out)
-
-
-def accuracy(model: nnx.Module, part: str) -> float:
-    return float(np.mean(predict(model, split[part]).argmax(-1) == data.labels[split[part]]))
-
-
 def train(kind: str, epochs: int, seed: int = 0):
-    """Train a fresh SmallCNN with ``make_optimizer(kind=...)``; returns (model, per-epoch records)."""
-    key = jax.random.key(seed)
-    model = SmallCNN(2, image_size=IMAGE_SIZE, rngs=nnx.Rngs(seed))
-    optimizer = make_optimizer(model, lr=LR, weight_decay=WEIGHT_DECAY, kind=kind)
-    history = []
-    for epoch in range(epochs):
-        key_shuffle, key_augment = jax.random.split(jax.random.fold_in(key, epoch))
-        model.train()
-        sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        for step, (rows, w) in enumerate(epoch_batches(split["train"], BATCH, key_shuffle)):
-            out = train_step(model, optimizer, gather(arrays, rows, w), jax.random.fold_in(key_augment, step))
-            sums = {name: sums[name] + float(out[name]) for name in sums}
-        history.append({"epoch": epoch + 1, "train_loss": sums["loss_sum"] / sums["count"],
-                        "train_accuracy": sums["correct"] / sums["count"],
-                        "val_accuracy": accuracy(model, "val"), "test_accuracy": accuracy(model, "test")})
-        print(f"{kind:5s} epoch {epoch + 1:2d}: loss {history[-1]['train_loss']:.3f}  "
-              f"train {history[-1]['train_accuracy']:.3f}  val {history[-1]['val_accuracy']:.3f}  "
-              f"test {history[-1]['test_accuracy']:.3f}")
-    return model, history
+    """Train a fresh SmallCNN with optimizer ``kind``; returns (model, per-epoch records, evaluators)."""
+    cfg = dataclasses.replace(CFG, optimizer=kind, epochs=epochs, seed=seed)
+    key_init, key_data = make_keys(cfg.seed)
+    model, _ = build_model(cfg, len(data.class_names), key_init)
+    optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer)
+    evaluators = {part: Evaluator(model, data.images[split[part]], data.labels[split[part]], cfg.batch_size)
+                  for part in ("val", "test")}
+    history, _ = fit(cfg, model, optimizer, arrays, split["train"], evaluators, key_data, progress=False)
+    return model, history, evaluators
 
 
 start = time.perf_counter()
-model_adam, history_adam = train("adam", EPOCHS)
+model_adam, history_adam, evaluators = train("adam", EPOCHS)
 print(f"{EPOCHS} epochs in {time.perf_counter() - start:.1f} s")
 plots.learning_curves(history_adam, FIGURES / "02_learning_curves.png",
                       title=f"SmallCNN, Adam (Table 3), {SOURCE}, {IMAGE_SIZE}px")
@@ -230,7 +221,7 @@ mean_test = np.mean([record["test_accuracy"] for record in history_adam])
 best = max(history_adam, key=lambda record: record["val_accuracy"])
 print(f"mean test accuracy over epochs (Table 4's measure): {mean_test:.3f}")
 print(f"test accuracy at the best-validation epoch {best['epoch']}: {best['test_accuracy']:.3f}")
-report = classification_report(data.labels[split["test"]], predict(model_adam, split["test"]).argmax(-1))
+report = classification_report(evaluators["test"].labels, evaluators["test"].logits(model_adam).argmax(-1))
 print({k: v for k, v in report.items() if k != "confusion_matrix"})
 plots.confusion_matrix_figure(report["confusion_matrix"], data.class_names, FIGURES / "02_confusion_matrix.png",
                               title=f"test, epoch {EPOCHS}")
@@ -247,7 +238,7 @@ print(f"figure: {FIGURES / '02_confusion_matrix.png'}")
 # (Loshchilov & Hutter) instead subtracts `lr * wd * w` after the Adam step: the same small shrink for
 # every weight.
 #
-# `jaxmri.optim.make_tx(kind="adam")` reproduces PyTorch exactly: `optax.add_decayed_weights` placed
+# `jaxmri.training.optim.make_tx(kind="adam")` reproduces PyTorch exactly: `optax.add_decayed_weights` placed
 # *before* `optax.adam` (a test in `tests/test_optim_metrics.py` compares it with PyTorch's update rule).
 # `kind="adamw"` is `optax.adamw`. Below, two weights start at 1.0 with the paper's `lr` and `wd`: one
 # never gets a data gradient, the other gets pure noise.
@@ -280,7 +271,7 @@ for kind, path in paths.items():
 # augmentation draws) shows what it does to the learning curves here:
 
 # %%
-model_adamw, history_adamw = train("adamw", EPOCHS)
+model_adamw, history_adamw, _ = train("adamw", EPOCHS)
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
 for kind, style in (("adam", "-"), ("adamw", "--")):
     for name, color in (("no gradient", "tab:red"), ("noisy gradient", "tab:blue")):
@@ -303,7 +294,7 @@ for kind, history in (("adam", history_adam), ("adamw", history_adamw)):
 #
 # 1. How many parameters would SmallCNN have at the U-Net's 256x256 input? Write the count as a formula
 #    in the image side `S`, check it with `nnx.eval_shape`, and explain why VGG19 (lesson 3) does not
-#    have this problem (hint: `jaxmri.layers.adaptive_avg_pool`).
+#    have this problem (hint: `jaxmri.models.layers.adaptive_avg_pool`).
 # 2. Train with `WEIGHT_DECAY = 0` and with `4e-2` for both `kind="adam"` and `kind="adamw"`. In
 #    `trajectory`, after how many steps is the "no gradient" weight below 0.01 with Adam-L2 for each
 #    non-zero value, and why does that barely depend on `wd`?

@@ -47,12 +47,12 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from jaxmri.batching import epoch_batches, gather  # noqa: E402
-from jaxmri.classify_steps import train_step  # noqa: E402
-from jaxmri.dataset import load_image_folder  # noqa: E402
-from jaxmri.optim import make_optimizer, make_tx  # noqa: E402
-from jaxmri.split import grouped_stratified_split  # noqa: E402
-from jaxmri.vgg19 import VGG19Classifier  # noqa: E402
+from jaxmri.data.batching import epoch_batches, gather  # noqa: E402
+from jaxmri.data.dataset import load_image_folder  # noqa: E402
+from jaxmri.data.split import grouped_stratified_split  # noqa: E402
+from jaxmri.models import VGG19Classifier, count_params  # noqa: E402
+from jaxmri.training.classify_steps import train_step  # noqa: E402
+from jaxmri.training.optim import make_optimizer, make_tx  # noqa: E402
 from jaxmri.weights import DEFAULT_WEIGHTS, convert, load_vgg19  # noqa: E402
 from jaxmri.weights.name_map import TORCHVISION_CONVS, TORCHVISION_LINEARS  # noqa: E402
 
@@ -64,9 +64,6 @@ STEPS = 3
 LR, WEIGHT_DECAY = 1e-3, 4e-4  # Table 3, as the paper uses for VGG19 too
 
 DATA, SOURCE, WORK = lesson_data("lesson03")
-
-
-
 
 data = load_image_folder(DATA, image_size=IMAGE_SIZE, progress=False)
 split = grouped_stratified_split(data.labels, data.groups, test_fraction=0.27, val_fraction=0.15, seed=0)
@@ -81,25 +78,21 @@ print(f"one training batch: image {batch['image'].shape} {batch['image'].dtype},
 # (4096 wide), then `head`, the replaced last layer. Its `trainable_filter()` says which parameters
 # train: `nnx.All(nnx.Param, nnx.PathContains("head"))` when the backbone is frozen. A filter selects
 # variables from a module's state, so the same object can count parameters, build the optimizer and
-# restrict the gradient. At full size (built abstractly with `nnx.eval_shape`: no memory, no FLOPs):
+# restrict the gradient (`jaxmri.models.count_params(model, wrt)` counts with one). At full size (built abstractly with `nnx.eval_shape`: no memory, no FLOPs):
 
 # %%
-def count(model: nnx.Module, what=nnx.Param) -> int:
-    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, what)))
-
-
 full = nnx.eval_shape(lambda: VGG19Classifier(2, rngs=nnx.Rngs(0)))
-print(f"VGG19Classifier (paper size): {count(full):,} parameters, {count(full, full.trainable_filter()):,} "
+print(f"VGG19Classifier (paper size): {count_params(full):,} parameters, {count_params(full, full.trainable_filter()):,} "
       f"trainable: {full.trainable_filter()}")
 
 model = VGG19Classifier(2, **TINY, rngs=nnx.Rngs(0))
 selected = [".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model, model.trainable_filter()))]
-print(f"tiny VGG19: {count(model):,} parameters, trainable: {selected}")
+print(f"tiny VGG19: {count_params(model):,} parameters, trainable: {selected}")
 
 # %% [markdown]
 # ## 2. Freezing through the optimizer *and* the gradient
 #
-# `jaxmri.optim.make_optimizer` builds `nnx.Optimizer(model, tx, wrt=model.trainable_filter())`. Two
+# `jaxmri.training.optim.make_optimizer` builds `nnx.Optimizer(model, tx, wrt=model.trainable_filter())`. Two
 # things follow:
 #
 # - the optimizer keeps Adam's moments only for `head` (no memory spent on 139 million frozen weights);
@@ -235,7 +228,7 @@ save(fig, "03_freezing.png")
 # %% [markdown]
 # Dropout is the other half of "frozen": `fc1` and `fc2` are followed by `Dropout(0.5)`, active after
 # `model.train()` and off after `model.eval()`. With the backbone frozen and dropout off, everything
-# before `head` is a fixed function of the image, so `jaxmri.classify` computes `model.embed(images)`
+# before `head` is a fixed function of the image, so `jaxmri.training.classify` computes `model.embed(images)`
 # once for the validation and test images and re-runs only `head` after each epoch.
 
 # %%
@@ -287,15 +280,15 @@ if (fixtures / "vgg19_tiny_torchvision.pth").is_file():
     logits = np.asarray(imagenet_like(jnp.asarray(reference["images"]) / 255.0))
     print(f"largest difference from PyTorch's logits: {np.max(np.abs(logits - reference['torch_logits_224'])):.2e}")
     paper_style = load_vgg19(report["out"], num_classes=2)  # new 2-way head, backbone frozen
-    print(f"paper-style model: {count(paper_style):,} parameters, "
-          f"{count(paper_style, paper_style.trainable_filter()):,} trainable (the new head)")
+    print(f"paper-style model: {count_params(paper_style):,} parameters, "
+          f"{count_params(paper_style, paper_style.trainable_filter()):,} trainable (the new head)")
 else:
     print(f"{fixtures} not found (the tests folder is not installed); skipping the conversion demo")
 
 weights = ROOT / DEFAULT_WEIGHTS
 if weights.is_file() and not QUICK:
     imagenet = load_vgg19(weights, num_classes=2)
-    print(f"{weights}: {count(imagenet):,} parameters, {count(imagenet, imagenet.trainable_filter()):,} trainable")
+    print(f"{weights}: {count_params(imagenet):,} parameters, {count_params(imagenet, imagenet.trainable_filter()):,} trainable")
 else:
     print(f"{weights} {'skipped in quick mode' if weights.is_file() else 'not present'}; "
           "`python -m jaxmri.weights download vgg19` makes it, then "
@@ -310,5 +303,5 @@ else:
 #    layers moved.
 # 2. In the trap, compare each frozen layer's change with the size of its gradient (compute one with
 #    `nnx.grad`). Why can a "frozen" layer move *more* than the head that Adam trains with `lr = 1e-3`?
-# 3. `jaxmri.classify` caches `model.embed(images)` for evaluation. Why is that exact only with the
+# 3. `jaxmri.training.classify` caches `model.embed(images)` for evaluation. Why is that exact only with the
 #    backbone frozen *and* dropout off, and why can it not be used for the training images?

@@ -21,11 +21,11 @@
 #
 # This lesson
 #
-# 1. shows that Table 5 cannot be built as printed, and what `jaxmri.unet.UNet` builds instead;
-# 2. reads masks from a COCO polygon file and from PNG files with `jaxmri.masks`, and crops each mask with
+# 1. shows that Table 5 cannot be built as printed, and what `jaxmri.models.unet.UNet` builds instead;
+# 2. reads masks from a COCO polygon file and from PNG files with `jaxmri.data.masks`, and crops each mask with
 #    **its own image's** brain box, so image and mask stay aligned;
 # 3. explains why pixel accuracy is a poor score for small tumors, and the rule for empty masks;
-# 4. trains a small U-Net with `jaxmri.segment_steps.train_step` and draws Figure 5 again.
+# 4. trains a small U-Net with `jaxmri.training.segment_steps.train_step` and draws Figure 5 again.
 
 # %% [markdown]
 # ## Setup
@@ -40,8 +40,6 @@ import time
 from pathlib import Path
 
 import cv2
-import jax
-import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
@@ -50,18 +48,17 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from jaxmri import plots  # noqa: E402
-from jaxmri.batching import epoch_batches, gather  # noqa: E402
-from jaxmri.crop import crop_resize  # noqa: E402
-from jaxmri.dataset import load_image_folder  # noqa: E402
-from jaxmri.images import read_image  # noqa: E402
-from jaxmri.masks import load_masks  # noqa: E402
-from jaxmri.metrics import mean_scores, segmentation_scores  # noqa: E402
-from jaxmri.optim import make_optimizer  # noqa: E402
-from jaxmri.segment import aligned_masks  # noqa: E402
-from jaxmri.segment_steps import predict_step, train_step  # noqa: E402
-from jaxmri.split import grouped_stratified_split  # noqa: E402
-from jaxmri.unet import UNet  # noqa: E402
+from jaxmri.config import SegmentConfig  # noqa: E402
+from jaxmri.data.crop import crop_resize  # noqa: E402
+from jaxmri.data.dataset import load_image_folder  # noqa: E402
+from jaxmri.data.images import read_image  # noqa: E402
+from jaxmri.data.masks import load_masks  # noqa: E402
+from jaxmri.data.split import grouped_stratified_split  # noqa: E402
+from jaxmri.evaluation import plots  # noqa: E402
+from jaxmri.evaluation.metrics import segmentation_scores  # noqa: E402
+from jaxmri.models import UNet, count_params  # noqa: E402
+from jaxmri.training.optim import make_optimizer  # noqa: E402
+from jaxmri.training.segment import aligned_masks, build_model, evaluate, fit, make_keys, training_set  # noqa: E402
 
 from lesson_setup import FIGURES, QUICK, REAL, lesson_data, save  # noqa: E402
 
@@ -79,9 +76,6 @@ if SOURCE == "real Kaggle data":
 else:
     COCO, PNGS = Path(WORK.name) / "phantom_coco.json", DATA / "masks"  # the COCO file is written below
 
-
-
-
 # %% [markdown]
 # ## 1. Table 5, corrected
 #
@@ -90,7 +84,7 @@ else:
 # right after an upsampling. The text, however, describes the standard U-Net of Ronneberger et al. (2015):
 # every encoder block pools, the bottleneck has 1024 filters, every decoder block upsamples, halves the
 # filters, concatenates the matching encoder map (the "skip") and refines it with two convolutions.
-# `jaxmri.unet.UNet` builds that. Its shapes next to the paper's, at the paper's 64 base filters (built
+# `jaxmri.models.unet.UNet` builds that. Its shapes next to the paper's, at the paper's 64 base filters (built
 # abstractly: no memory, no FLOPs):
 
 # %%
@@ -100,23 +94,15 @@ PAPER_TABLE_5 = {"input": (256, 256, 1), "encoder1": (128, 128, 64), "encoder2":
                  "decoder1": (256, 256, 64), "output": (256, 256, 1)}
 
 
-def parameters(model: nnx.Module) -> int:
-    return sum(leaf.size for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
 paper_unet = nnx.eval_shape(lambda: UNet(1, 1, width=64, rngs=nnx.Rngs(0)))
-if hasattr(paper_unet, "stage_shapes"):
-    ours = {name: shape[1:] for name, shape in paper_unet.stage_shapes((1, 256, 256, 1))}
-else:  # only the input and output are visible from outside the model
-    out = nnx.eval_shape(lambda m, x: m(x), paper_unet, jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32))
-    ours = {"input": (256, 256, 1), "output": out.shape[1:]}
+ours = {name: shape[1:] for name, shape in paper_unet.stage_shapes((1, 256, 256, 1))}
 print(f"{'stage':12s} {'paper Table 5':>16s} {'jaxmri UNet':>16s}")
 for stage, paper in PAPER_TABLE_5.items():
     mine = ours.get(stage)
     flag = "" if mine is None or tuple(mine) == paper else "   <- differs"
     print(f"{stage:12s} {str(paper):>16s} {str(mine if mine is not None else '-'):>16s}{flag}")
-print(f"parameters: {parameters(paper_unet):,} at width 64 (the paper), "
-      f"{parameters(nnx.eval_shape(lambda: UNet(1, 1, width=WIDTH, rngs=nnx.Rngs(0)))):,} at width {WIDTH} (here)")
+print(f"parameters: {count_params(paper_unet):,} at width 64 (the paper), "
+      f"{count_params(nnx.eval_shape(lambda: UNet(1, 1, width=WIDTH, rngs=nnx.Rngs(0)))):,} at width {WIDTH} (here)")
 
 # %% [markdown]
 # Section 3.1 also says the images were resized to 572x572, "the image size that U-net takes": that is
@@ -130,7 +116,7 @@ print(f"parameters: {parameters(paper_unet):,} at width 64 (the paper), "
 #
 # ## 2. Masks, and cropping them with their image
 #
-# `jaxmri.masks.load_masks` reads COCO polygon files, Labelbox exports and folders of mask images into
+# `jaxmri.data.masks.load_masks` reads COCO polygon files, Labelbox exports and folders of mask images into
 # one form: `{lower-case file stem: uint8 (H, W) mask in {0, 1}}` at the image's **original** size. It
 # needs the original sizes to check every polygon against its image (a polygon outside the image means
 # it was drawn on another image or another resolution: an error, not a silent clip).
@@ -166,7 +152,7 @@ print(f"{len(from_coco)} masks from {COCO.name}, {len(from_png)} from {PNGS.name
 # %% [markdown]
 # Every image was cropped to its brain box before resizing (lesson 1). A mask must get **the same box**,
 # and must be resized with nearest-neighbour interpolation: any other interpolation invents in-between
-# values along the outline, and a mask is a yes/no answer per pixel. `jaxmri.segment.aligned_masks`
+# values along the outline, and a mask is a yes/no answer per pixel. `jaxmri.training.segment.aligned_masks`
 # does exactly this for every annotated image and returns the masks next to `data.images`.
 
 # %%
@@ -205,7 +191,7 @@ save(fig, "04_mask_crop.png")
 # the image lets a model that predicts "no tumor anywhere" score 99 %. Dice (`2 |P and T| / (|P| + |T|)`)
 # and IoU, the Jaccard index (`|P and T| / |P or T|`), only count the tumor pixels, so that model scores 0.
 #
-# Both are 0/0 when the truth and the prediction are empty, as on a healthy scan. `jaxmri.metrics` states
+# Both are 0/0 when the truth and the prediction are empty, as on a healthy scan. `jaxmri.evaluation.metrics` states
 # its rule: then Dice = IoU = 1 (nothing to find, nothing found), and any predicted pixel on an empty
 # truth gives 0. Sensitivity (share of tumor pixels found) is undefined there and left out of averages.
 
@@ -238,42 +224,30 @@ for i, case in enumerate(cases):
 # mask (nearest-neighbour for the mask) and blurs only the image.
 
 # %%
-healthy = np.flatnonzero(data.labels == 0)
-extra = np.sort(np.random.default_rng(0).choice(healthy, min(NEGATIVES, len(healthy)), replace=False))
-index = np.concatenate([index, extra])
-masks = np.concatenate([masks, np.zeros((len(extra),) + masks.shape[1:], np.uint8)])
+CFG = SegmentConfig(image_size=IMAGE_SIZE, width=WIDTH, epochs=EPOCHS, batch_size=BATCH, lr=LR, loss=LOSS,
+                    negatives=NEGATIVES, seed=0)  # what `python -m jaxmri.train segment` builds from its flags
+key_init, key_data, key_negatives = make_keys(CFG.seed)
+index, masks = training_set(data, COCO, CFG.image_size, CFG.negatives, key_negatives)
 images = data.images[index]
 has_tumor = (masks.reshape(len(masks), -1).max(1) > 0).astype(np.int32)
-split = grouped_stratified_split(has_tumor, data.groups[index], test_fraction=0.27, val_fraction=0.15, seed=0)
+split = grouped_stratified_split(has_tumor, data.groups[index], test_fraction=CFG.test_fraction,
+                                 val_fraction=CFG.val_fraction, seed=CFG.seed)
 arrays = {"image": images, "mask": masks}
 print(f"{len(index)} images ({has_tumor.sum()} with tumor): " + ", ".join(f"{p} {len(i)}" for p, i in split.items()))
 
+# %% [markdown]
+# The loop is `jaxmri.training.segment.fit`, the one `python -m jaxmri.train segment` runs: for each
+# epoch, `train_epoch` (shuffle and augment with `fold_in(key_data, epoch)`, one `train_step` per
+# batch), then `evaluate` on the validation and test parts (Dice, IoU, pixel accuracy, sensitivity of
+# the thresholded prediction). It returns one record per epoch and the epoch with the best validation
+# Dice; the command also saves that epoch's checkpoint.
 
-def predict(model: nnx.Module, indices: np.ndarray) -> np.ndarray:
-    """Tumor probabilities (N, S, S, 1) of ``images[indices]``, un-augmented."""
-    out = [np.asarray(predict_step(model, gather(arrays, rows, w)))[w > 0] for rows, w in epoch_batches(indices, BATCH)]
-    return np.concatenate(out)
-
-
-key = jax.random.key(0)
-model = UNet(1, 1, width=WIDTH, rngs=nnx.Rngs(0))
-optimizer = make_optimizer(model, lr=LR, weight_decay=0.0)  # the paper gives no weight decay for the U-Net
-history = []
+# %%
+model = build_model(CFG, key_init)
+optimizer = make_optimizer(model, lr=CFG.lr, weight_decay=CFG.weight_decay)  # the paper gives no weight decay
 start = time.perf_counter()
-for epoch in range(EPOCHS):
-    key_shuffle, key_augment = jax.random.split(jax.random.fold_in(key, epoch))
-    total = count = 0.0
-    for step, (rows, w) in enumerate(epoch_batches(split["train"], BATCH, key_shuffle)):
-        out = train_step(model, optimizer, gather(arrays, rows, w), jax.random.fold_in(key_augment, step), loss=LOSS)
-        total, count = total + float(out["loss_sum"]), count + float(out["count"])
-    record = {"epoch": epoch + 1, "train_loss": total / count}
-    for part in ("val", "test"):
-        part_scores = mean_scores(segmentation_scores(masks[split[part]], predict(model, split[part]) > 0.5))
-        record.update({f"{part}_{name}": value for name, value in part_scores.items()})
-    history.append(record)
-    print(f"epoch {epoch + 1:2d}: loss {record['train_loss']:.3f}  test Dice {record['test_dice']:.3f}  "
-          f"IoU {record['test_iou']:.3f}  pixel accuracy {record['test_pixel_accuracy']:.4f}")
-print(f"{EPOCHS} epochs in {time.perf_counter() - start:.1f} s")
+history, best_epoch = fit(CFG, model, optimizer, arrays, split, key_data, progress=False)
+print(f"{EPOCHS} epochs in {time.perf_counter() - start:.1f} s; best validation Dice at epoch {best_epoch}")
 
 epochs = [r["epoch"] for r in history]
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -301,8 +275,7 @@ save(fig, "04_training.png")
 
 # %%
 test = split["test"]
-probs = predict(model, test)
-per_image = segmentation_scores(masks[test], probs > 0.5)
+per_image, probs = evaluate(model, images[test], masks[test], batch_size=CFG.batch_size, threshold=CFG.threshold)
 order = np.concatenate([np.flatnonzero(has_tumor[test] == 1)[:3], np.flatnonzero(has_tumor[test] == 0)[:1]])
 titles = [f"{Path(data.paths[index[test[j]]]).name}: Dice {per_image['dice'][j]:.2f}" for j in order]
 overlay_path = FIGURES / "04_overlays.png"

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
 import jaxmri  # noqa: E402
-from jaxmri.phantom import write_phantom_dataset  # noqa: E402
+from jaxmri.data.phantom import write_phantom_dataset  # noqa: E402
 
 QUICK = os.environ.get("JAXMRI_LESSON_QUICK") == "1"
 ROOT = Path(jaxmri.__file__).resolve().parents[1]  # the repository (jaxmri is installed editable)

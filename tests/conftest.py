@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from jaxmri.phantom import write_phantom_dataset
+from jaxmri.data.phantom import write_phantom_dataset
 
 # jit compilation makes first examples slow, so no per-example deadline; under CI the examples are
 # derandomized so a run is repeatable.

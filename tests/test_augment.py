@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmri.augment import _blur3, _rotate, augment, to_float
+from jaxmri.data.augment import _blur3, _rotate, augment, to_float
 
 augment_jit = jax.jit(augment, static_argnames=("max_angle",))
 

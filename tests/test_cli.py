@@ -34,7 +34,9 @@ def test_classify_one_epoch_writes_a_complete_run_directory(tmp_path, phantom_di
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 2 and config["lr"] == 1e-3 and config["weight_decay"] == 4e-4
     split = json.loads((out / "split.json").read_text())
-    assert sum(len(v) for v in split.values()) == 20
+    assert split["class_names"] == ["no", "yes"] and sum(len(v) for v in split["parts"].values()) == 20
+    row = split["parts"]["train"][0]
+    assert set(row) == {"path", "label", "group", "box", "size"} and len(row["box"]) == 4 and len(row["size"]) == 2
 
 
 def test_default_run_uses_the_phantom_and_says_so(tmp_path):
@@ -55,6 +57,44 @@ def test_segment_one_epoch_on_the_phantom(tmp_path, phantom_dir):
         assert key in metrics
     assert 0.0 <= metrics["dice"] <= 1.0
     assert (out / "overlays.png").is_file() and (out / "learning_curves.png").is_file()
+    split = json.loads((out / "split.json").read_text())  # the same schema as classification's
+    assert split["class_names"] == ["empty mask", "tumor"]
+    rows = [row for part in split["parts"].values() for row in part]
+    assert all(set(row) == {"path", "label", "group", "box", "size"} for row in rows)
+    assert sum(row["label"] == 0 for row in rows) == 4  # the --negatives, with empty masks
+
+
+def test_config_repeats_a_run_bit_for_bit(tmp_path, phantom_dir):
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(["classify", "--data", str(phantom_dir), "--epochs", "2", "--image-size", "32", "--batch-size", "8",
+                 "--seed", "3", "--out", str(first)]) == 0
+    assert main(["classify", "--config", str(first / "config.json"), "--out", str(again)]) == 0
+    a, b = (json.loads((run / "metrics.json").read_text()) for run in (first, again))
+    for record in a["epochs"] + b["epochs"]:
+        record.pop("seconds")
+    assert a["epochs"] == b["epochs"] and a["test_accuracy"] == b["test_accuracy"]
+    config = json.loads((again / "config.json").read_text())
+    assert config["seed"] == 3 and config["epochs"] == 2 and config["out"] == str(again)
+
+
+def test_config_flags_override_it_and_a_repeat_never_reuses_the_old_directory(tmp_path, phantom_dir, capsys):
+    from jaxmri.train import build_parser, config_from_args
+
+    first = tmp_path / "first"
+    assert main(["classify", "--data", str(phantom_dir), "--epochs", "1", "--image-size", "32", "--out", str(first),
+                 "--overwrite"]) == 0
+    cfg = config_from_args(build_parser().parse_args(["classify", "--config", str(first / "config.json"), "--lr", "0.01"]))
+    assert cfg.lr == 0.01 and cfg.image_size == 32 and cfg.data == str(phantom_dir)
+    assert cfg.out is None and cfg.overwrite is False
+    with pytest.raises(SystemExit) as exc:  # a classify config given to segment
+        main(["segment", "--config", str(first / "config.json")])
+    assert exc.value.code == 2 and "python -m jaxmri.train classify --config" in capsys.readouterr().err
+    (tmp_path / "foreign.json").write_text('{"epochs": 3}')
+    assert main(["classify", "--config", str(tmp_path / "foreign.json")]) == 2
+    err = capsys.readouterr().err
+    assert "foreign.json" in err and "not a jaxmri run config" in err and len(err.strip().splitlines()) == 1
+    assert main(["classify", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: no such file" in capsys.readouterr().err
 
 
 def test_non_empty_out_is_refused_without_overwrite(tmp_path, capsys):
@@ -121,4 +161,4 @@ def test_bad_files_stop_before_training_and_skip_unreadable_trains_on_the_rest(t
                  "--overwrite", "--skip-unreadable"]) == 0
     printed = capsys.readouterr()
     assert "notes.jpg" in printed.out + printed.err
-    assert sum(len(v) for v in json.loads((out / "split.json").read_text()).values()) == 20
+    assert sum(len(v) for v in json.loads((out / "split.json").read_text())["parts"].values()) == 20

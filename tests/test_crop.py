@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxmri.crop import brain_box, crop_resize
-from jaxmri.phantom import make_phantom
+from jaxmri.data.crop import brain_box, crop_resize
+from jaxmri.data.phantom import make_phantom
 
 
 def _head(height=200, width=300, center=(160, 90), axes=(70, 50), value=180):

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmri.dataset import DataError, ImageSet, load_image_folder, scan_class_folders
-from jaxmri.duplicates import count_groups
-from jaxmri.images import read_image
-from jaxmri.phantom import make_phantom
-from jaxmri.split import grouped_stratified_split
+from jaxmri.data.dataset import ImageSet, load_image_folder, scan_class_folders
+from jaxmri.data.duplicates import count_groups
+from jaxmri.data.images import read_image
+from jaxmri.data.phantom import make_phantom
+from jaxmri.data.split import grouped_stratified_split
+from jaxmri.errors import DataError
 
 
 def test_phantom_folder_loads(phantom_dir):

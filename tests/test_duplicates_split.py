@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmri.duplicates import (NEAR_DUPLICATE_DISTANCE, content_hash, count_groups, duplicate_groups,
-                               hamming_distance, perceptual_hash)
-from jaxmri.images import to_gray
-from jaxmri.phantom import make_phantom
-from jaxmri.split import grouped_stratified_split
+from jaxmri.data.duplicates import (NEAR_DUPLICATE_DISTANCE, content_hash, count_groups, duplicate_groups,
+                                    hamming_distance, perceptual_hash)
+from jaxmri.data.images import to_gray
+from jaxmri.data.phantom import make_phantom
+from jaxmri.data.split import grouped_stratified_split
 
 # ---------------------------------------------------------------- hashes
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmri.images import IMAGE_EXTENSIONS, BadImageError, check_image_file, read_image, to_gray
+from jaxmri.data.images import IMAGE_EXTENSIONS, check_image_file, read_image, to_gray
+from jaxmri.errors import BadImageError
 
 H, W = 40, 60
 GRAY = (np.arange(H * W).reshape(H, W) % 256).astype(np.uint8)

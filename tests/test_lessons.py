@@ -3,7 +3,7 @@
 Each lesson runs in its own subprocess, the way a student runs it (``python lessons/0N_....py``), from a
 foreign working directory, with ``JAXMRI_DATA`` pointing at a folder that does not exist (so the phantom
 data are used even where the real set is installed) and ``JAXMRI_LESSON_FIGURES`` inside ``tmp_path``.
-A static check keeps the lessons honest to STYLE.md habit 10: they import models, losses and steps from
+A static check keeps the lessons honest: they import models, losses and steps from
 ``jaxmri`` and never define or jit their own.
 """
 

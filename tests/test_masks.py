@@ -1,4 +1,4 @@
-"""Tests for jaxmri.masks: COCO, mask-folder and Labelbox import, errors, and the real CVAT exports."""
+"""Tests for jaxmri.data.masks: COCO, mask-folder and Labelbox import, errors, and the real CVAT exports."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxmri.masks import (_SUPERSAMPLE, MaskError, load_coco, load_labelbox, load_masks,
-                          load_png_folder)
+from jaxmri.data.masks import (_SUPERSAMPLE, load_coco, load_labelbox, load_masks,
+                               load_png_folder)
+from jaxmri.errors import MaskError
 
 SIZES = {"y16": (20, 30), "y2": (12, 10), "1 no": (16, 16)}
 SQUARE = [(2, 2), (6, 2), (6, 6), (2, 6)]          # pixel corners: covers rows 2..5, cols 2..5

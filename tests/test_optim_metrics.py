@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmri.metrics import classification_report, confusion_matrix, mean_scores, segmentation_scores
-from jaxmri.optim import make_tx
+from jaxmri.evaluation.metrics import classification_report, confusion_matrix, mean_scores, segmentation_scores
+from jaxmri.training.optim import make_tx
 
 
 def torch_adam_reference(param, grads, lr, wd, b1=0.9, b2=0.999, eps=1e-8):

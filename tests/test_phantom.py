@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxmri.crop import brain_box, crop_resize
-from jaxmri.images import read_image, to_gray
-from jaxmri.phantom import make_phantom, write_phantom_dataset
+from jaxmri.data.crop import brain_box, crop_resize
+from jaxmri.data.images import read_image, to_gray
+from jaxmri.data.phantom import make_phantom, write_phantom_dataset
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ def test_classify_real_data_one_epoch(tmp_path, real_data_dir, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "253 images" in printed
-    split = json.loads((out / "split.json").read_text())
+    split = json.loads((out / "split.json").read_text())["parts"]
     assert sum(len(rows) for rows in split.values()) == 253
     parts = groups_by_part(split)
     assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"]) and not (parts["val"] & parts["test"])
@@ -35,7 +35,7 @@ def test_segment_real_masks_one_epoch(tmp_path, real_data_dir):
                  "--masks", str(real_data_dir / "annotations" / "tumor_polygons_coco.json"),
                  "--epochs", "1", "--width", "4", "--image-size", "64", "--out", str(out)])
     assert code == 0
-    split = json.loads((out / "split.json").read_text())
+    split = json.loads((out / "split.json").read_text())["parts"]
     assert sum(len(rows) for rows in split.values()) == 50
     # The annotated byte-identical pairs (Y10/Y37, Y14/Y17, Y15/Y34, Y30/Y38) never straddle a split.
     part_of = {row["path"].split("/")[-1].split(".")[0].upper(): part for part, rows in split.items() for row in rows}

@@ -8,10 +8,11 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmri.classify_steps import train_step
-from jaxmri.layers import max_pool_2x2
-from jaxmri.optim import make_optimizer
-from jaxmri.small_cnn import SmallCNN
+from jaxmri.models import count_params
+from jaxmri.models.layers import max_pool_2x2
+from jaxmri.models.small_cnn import SmallCNN
+from jaxmri.training.classify_steps import train_step
+from jaxmri.training.optim import make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +20,12 @@ def model():
     return SmallCNN(2, rngs=nnx.Rngs(0))
 
 
-def count(model):
-    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
 def test_parameter_count_matches_table_2(model):
     conv1 = 3 * 3 * 3 * 16 + 16
     conv2 = 3 * 3 * 16 * 32 + 32
     fc1 = 32 * 56 * 56 * 128 + 128
     fc2 = 128 * 2 + 2
-    assert count(model) == conv1 + conv2 + fc1 + fc2 == 12_850_530
+    assert count_params(model) == conv1 + conv2 + fc1 + fc2 == 12_850_530
 
 
 @settings(max_examples=6, deadline=None)

@@ -12,13 +12,13 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmri.layers import upsample_2x, upsample_conv_2x2
-from jaxmri.segment_steps import train_step
-from jaxmri.unet import UNet
+from jaxmri.models import UNet, count_params
+from jaxmri.models.layers import upsample_2x, upsample_conv_2x2
+from jaxmri.training.segment_steps import train_step
 
 
 def expected_stages(n, h, w, in_channels, out_channels, width, depth):
-    """Every stage's shape, written out from the corrected Table 5 (independently of jaxmri.unet)."""
+    """Every stage's shape, written out from the corrected Table 5 (independently of jaxmri.models.unet)."""
     stages = [("input", (n, h, w, in_channels))]
     for k in range(1, depth + 1):
         f, s = width * 2 ** (k - 1), 2 ** (k - 1)
@@ -46,10 +46,6 @@ def fast_rngs(seed: int) -> nnx.Rngs:
 def tiny():
     """A width-2, depth-4 UNet with real weights, built once for the tests that run it."""
     return UNet(1, 1, width=2, depth=4, rngs=fast_rngs(0))
-
-
-def count_params(model) -> int:
-    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 @pytest.mark.parametrize(
@@ -169,7 +165,7 @@ def test_param_count_paper_width():
 
 
 def test_trainable_filter_selects_every_param(tiny):
-    assert count_params(tiny) == sum(p.size for p in jax.tree.leaves(nnx.state(tiny, tiny.trainable_filter())))
+    assert count_params(tiny) == count_params(tiny, tiny.trainable_filter())
 
 
 def test_upsample_2x_is_nearest_neighbour():
@@ -252,49 +248,61 @@ def _step_inputs():
 
 
 def test_train_step_runs_gradient_convolutions_outside_ynnpack_and_matches_the_plain_jit():
-    from jaxmri import segment_steps
+    from jaxmri.training import segment_steps
 
     model, optimizer, batch = _step_inputs()
-    graphdef, state = nnx.split((model, optimizer))
-    fast, plain = segment_steps._jitted_steps
-    args = (graphdef, state, batch, None)
+    step = segment_steps.train_step
+    kwargs = {"loss": "bce", "max_angle": 15.0}
     if jax.default_backend() == "cpu":
+        assert step.options == segment_steps.TRAIN_COMPILER_OPTIONS  # this jaxlib accepts the option
+
         # XLA's default gives every convolution to YNNPACK; with the step's option the gradient
         # convolutions run as plain (Eigen) convolution instructions in the entry computation.
-        def entry_convolutions(step):
-            text = step.lower(*args, loss="bce", max_angle=15.0).compile().as_text()
+        def entry_convolutions(text):
             return text[text.index("\nENTRY "):].count(" convolution(")
 
+        fast = step.compiled_for(model, optimizer, batch, None, **kwargs).as_text()
+        plain = segment_steps.plain_train_step.lower(model, optimizer, batch, None, **kwargs).compile().as_text()
         assert entry_convolutions(fast) > entry_convolutions(plain)
-    (state_a, out_a), (state_b, out_b) = (f(*args, loss="bce", max_angle=15.0) for f in (fast, plain))
+    twin_model, twin_optimizer, _ = _step_inputs()
+    out_a = step(model, optimizer, batch, None, **kwargs)
+    out_b = segment_steps.plain_train_step(twin_model, twin_optimizer, batch, None, **kwargs)
     np.testing.assert_allclose(out_a["loss_sum"], out_b["loss_sum"], rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+    for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(twin_model))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_train_step_falls_back_when_jaxlib_rejects_the_compile_option(monkeypatch):
-    from jaxmri import segment_steps
+def test_a_compile_option_this_jaxlib_rejects_leaves_the_plain_jit():
+    from jaxmri.training import segment_steps
+    from jaxmri.training.compiled import CompiledStep, cpu_compiler_options
 
-    bad = jax.jit(segment_steps._pure_train_step, static_argnames=segment_steps._STATIC,
-                  compiler_options={"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"})
-    steps = [bad, segment_steps._jitted_steps[1]]
-    monkeypatch.setattr(segment_steps, "_jitted_steps", steps)
+    bad = {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"}
+    assert cpu_compiler_options(bad) == {}  # checked once, before any real step
+    step = CompiledStep(segment_steps.plain_train_step, bad, static_argnames=("loss", "max_angle"))
     model, optimizer, batch = _step_inputs()
-    out = segment_steps.train_step(model, optimizer, batch)
-    assert np.isfinite(float(out["loss_sum"])) and len(steps) == 1  # the plain jit is all that is left
+    out = step(model, optimizer, batch)
+    assert np.isfinite(float(out["loss_sum"])) and step.cache_size() == 0  # nothing compiled with the option
 
 
-def test_train_step_compiles_once_across_steps(monkeypatch):
-    # train_step passes nnx.split's graphdef as a static argument: it must hash the same every step.
-    from jaxmri import segment_steps
+def test_no_cpu_compile_option_reaches_another_backend(monkeypatch):
+    from jaxmri.training import segment_steps
+    from jaxmri.training.compiled import cpu_compiler_options
 
-    def pure_step(graphdef, state, batch, key, *, loss, max_angle):  # a new function: its own jit cache
-        return segment_steps._pure_train_step(graphdef, state, batch, key, loss=loss, max_angle=max_angle)
+    for backend in ("gpu", "tpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda: backend)
+        assert cpu_compiler_options(segment_steps.TRAIN_COMPILER_OPTIONS) == {}
+        assert segment_steps.train_step.options == {}
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert cpu_compiler_options(segment_steps.TRAIN_COMPILER_OPTIONS) == segment_steps.TRAIN_COMPILER_OPTIONS
 
-    fresh = jax.jit(pure_step, static_argnames=segment_steps._STATIC,
-                    compiler_options=segment_steps.TRAIN_COMPILER_OPTIONS)
-    monkeypatch.setattr(segment_steps, "_jitted_steps", [fresh])
+
+def test_train_step_compiles_once_across_steps():
+    from jaxmri.training import segment_steps
+    from jaxmri.training.compiled import CompiledStep
+
+    fresh = CompiledStep(segment_steps.plain_train_step, segment_steps.TRAIN_COMPILER_OPTIONS,
+                         static_argnames=("loss", "max_angle"))  # a new cache of its own
     model, optimizer, batch = _step_inputs()
     for step in range(3):
-        segment_steps.train_step(model, optimizer, batch, jax.random.key(step))
-    assert fresh._cache_size() == 1
+        fresh(model, optimizer, batch, jax.random.key(step))
+    assert fresh.cache_size() == (1 if fresh.options else 0)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxmri.classify_steps import train_step
-from jaxmri.layers import adaptive_avg_pool
-from jaxmri.optim import make_optimizer
-from jaxmri.vgg19 import VGG19Classifier
+from jaxmri.models import count_params
+from jaxmri.models.layers import adaptive_avg_pool
+from jaxmri.models.vgg19 import VGG19Classifier
+from jaxmri.training.classify_steps import train_step
+from jaxmri.training.optim import make_optimizer
 
 TINY = dict(widths=(4, 8, 8, 16, 16), hidden=32)
 
@@ -29,7 +30,7 @@ def test_full_size_layout_matches_torchvision():
     assert state["fc1"]["kernel"].shape == (25088, 4096)
     assert state["fc2"]["kernel"].shape == (4096, 4096)
     assert state["head"]["kernel"].shape == (4096, 2)
-    total = sum(x.size for x in jax.tree.leaves(state))
+    total = count_params(shapes)
     # torchvision vgg19 has 143,667,240 parameters with a 1000-way head; ours has a 2-way head.
     assert total == 143_667_240 - (4096 * 1000 + 1000) + (4096 * 2 + 2)
 

@@ -23,8 +23,8 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
-import jaxmri.vgg19
-from jaxmri.vgg19 import VGG19Classifier
+import jaxmri.models.vgg19
+from jaxmri.models.vgg19 import VGG19Classifier
 from jaxmri.weights import WeightsError, convert, load_vgg19, read_weights
 from jaxmri.weights import download as download_module
 from jaxmri.weights.__main__ import main
@@ -299,7 +299,7 @@ def test_keras_name_map_is_exact_with_keras_preprocessing(h5py, reference, image
         getattr(module, name).set_value(jnp.asarray(array))
     model.eval()
     keras_preprocess = lambda x: x[..., ::-1] * 255.0 - jnp.asarray(KERAS_BGR_MEAN, x.dtype)  # noqa: E731
-    monkeypatch.setattr(jaxmri.vgg19, "normalize", keras_preprocess)
+    monkeypatch.setattr(jaxmri.models.vgg19, "normalize", keras_preprocess)
     error = relative_error(model(jnp.asarray(images)), reference["keras_logits"])  # eager: jit would cache the patch
     print(f"keras-h5 (Keras preprocessing, no fold): max relative error {error:.2e}")
     assert error < 1e-5
@@ -344,7 +344,7 @@ def test_cli_convert_writes_the_file(tmp_path, capsys):
     out = tmp_path / "w" / "vgg19_imagenet.safetensors"
     assert main(["convert", str(TORCH_LEGACY), "--out", str(out)]) == 0
     assert out.is_file() and "pth-legacy" in capsys.readouterr().out
-    assert main(["convert", str(tmp_path / "nope.pth"), "--out", str(out)]) == 1
+    assert main(["convert", str(tmp_path / "nope.pth"), "--out", str(out)]) == 2
 
 
 def test_cli_help_explains_both_commands(capsys):
@@ -371,7 +371,7 @@ def test_download_checks_the_hash_then_converts(tmp_path, monkeypatch, capsys):
     url = TORCH_ZIP.resolve().as_uri()  # file:// stands in for download.pytorch.org
     out = tmp_path / "w.safetensors"
     monkeypatch.setattr(download_module, "VGG19_SHA256_PREFIX", "00000000")
-    assert main(["download", "vgg19", "--url", url, "--cache-dir", str(tmp_path), "--out", str(out)]) == 1
+    assert main(["download", "vgg19", "--url", url, "--cache-dir", str(tmp_path), "--out", str(out)]) == 2
     assert "does not start with 00000000" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("vgg19-dcbb9e9d.pth*"))
     fixture_sha256 = convert(TORCH_ZIP, tmp_path / "x.safetensors")["sha256"]

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 from flax import nnx
 from safetensors import SafetensorError, safe_open
 
-from jaxmri.vgg19 import VGG19Classifier
+from jaxmri.errors import WeightsError
+from jaxmri.models.vgg19 import VGG19Classifier
 from jaxmri.weights.conversion import LAYOUT, convert
-from jaxmri.weights.errors import WeightsError
 from jaxmri.weights.name_map import vgg19_config
 
 __all__ = ["DEFAULT_WEIGHTS", "WeightsError", "convert", "load_vgg19", "read_weights"]

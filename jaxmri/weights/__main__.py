@@ -1,15 +1,17 @@
 """``python -m jaxmri.weights {download,convert}``: get VGG19 ImageNet weights into weights/.
 
-Exit status: 0 on success, 1 when a file cannot be converted, 2 when the download fails (offline) or the
-command line is wrong. Errors are printed as one sentence, without a traceback.
+Exit status: 0 on success; 2 when a file cannot be converted, the download fails (offline) or the
+command line is wrong (every ``jaxmri.errors.JaxmriError`` carries that status). Errors are printed as
+one sentence, without a traceback.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from jaxmri.weights import DEFAULT_WEIGHTS, WeightsError, convert
-from jaxmri.weights.download import VGG19_FILE, VGG19_URL, DownloadError, download_vgg19
+from jaxmri.errors import JaxmriError
+from jaxmri.weights import DEFAULT_WEIGHTS, convert
+from jaxmri.weights.download import VGG19_FILE, VGG19_URL, download_vgg19
 
 
 def _print_report(report: dict) -> None:
@@ -60,12 +62,9 @@ def main(argv=None) -> int:
         else:
             src = args.src
         _print_report(convert(src, args.out))
-    except DownloadError as exc:
+    except JaxmriError as exc:
         print(exc, file=sys.stderr)
-        return 2
-    except WeightsError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        return exc.exit_status
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from jaxmri.weights.errors import WeightsError
+from jaxmri.errors import WeightsError
 from jaxmri.weights.keras_h5 import HDF5_SIGNATURE, read_keras_h5
 from jaxmri.weights.name_map import keras_to_flax, torchvision_to_flax, vgg19_config
 from jaxmri.weights.pth_reader import read_state_dict

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from jaxmri.errors import WeightsError
 from jaxmri.weights.conversion import KNOWN_FILES, file_digests
-from jaxmri.weights.errors import WeightsError
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"

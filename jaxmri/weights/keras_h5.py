@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmri.weights.errors import WeightsError
+from jaxmri.errors import WeightsError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

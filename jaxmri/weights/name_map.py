@@ -23,9 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from jaxmri.layers import IMAGENET_MEAN, IMAGENET_STD
-from jaxmri.vgg19 import VGG19_BLOCKS
-from jaxmri.weights.errors import WeightsError
+from jaxmri.errors import WeightsError
+from jaxmri.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from jaxmri.models.vgg19 import VGG19_BLOCKS
 
 # Index of each Conv2d in torchvision's ``features`` Sequential: every conv is followed by a ReLU, every
 # block by a MaxPool2d, which take up the indices in between.

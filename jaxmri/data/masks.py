@@ -43,16 +43,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from jaxmri.errors import MaskError
+
 MASK_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 EDGE_TOLERANCE_PX = 1.0
 _SUPERSAMPLE = 5  # odd; fine-grid memory is (25 x polygon bounding box) bytes, at most ~52 MB at 1080p
 _JPEG_THRESHOLD = 127  # lossy JPEG leaves faint non-zero noise around black, so JPEG masks need > half
 _LABELBOX_URL_FIX = ("export the masks as PNG files named after their images and pass that folder "
                      "instead (jaxmri never downloads from Labelbox)")
-
-
-class MaskError(ValueError):
-    """A mask source that cannot be used; ``str(err)`` is one line naming file, entry and fix."""
 
 
 def _error(path: str | Path, entry: str, problem: str, fix: str) -> MaskError:

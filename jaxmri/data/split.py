@@ -3,7 +3,7 @@
 Paper Table 1 holds out 72 of 273 images (about 27 %) for testing. Here the test part takes
 ``test_fraction`` of EACH class, and a validation part takes ``val_fraction`` of what is left of
 each class, so the class balance is the same in every part. Whole duplicate groups (see
-``jaxmri.duplicates``) are assigned at once, so a copy of a training image never lands in the test
+``jaxmri.data.duplicates``) are assigned at once, so a copy of a training image never lands in the test
 set; the fractions are therefore met to within about half of one group's size.
 
 The split depends only on ``(labels, groups, fractions, seed)``: the same seed gives the same split.

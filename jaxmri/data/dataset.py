@@ -8,7 +8,7 @@ Layout: one sub-folder per class, as in the Kaggle set::
 
 Every file is read and checked before anything is returned, and ALL bad files are reported at once,
 one line each, so a training run never dies halfway through an epoch. Images are decoded, cropped to
-the brain (``jaxmri.crop``) and resized once; epochs then only index ``ImageSet.images``.
+the brain (``jaxmri.data.crop``) and resized once; epochs then only index ``ImageSet.images``.
 
     >>> data = load_image_folder("../shared/data/brain_tumor_dataset")   # doctest: +SKIP
     >>> print(data.summary())                                            # doctest: +SKIP
@@ -23,19 +23,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from jaxmri.crop import brain_box, crop_resize
-from jaxmri.duplicates import (NEAR_DUPLICATE_DISTANCE, content_hash, count_groups, duplicate_groups,
-                               perceptual_hash)
-from jaxmri.images import BadImageError, load_image_bytes, to_gray
+from jaxmri.data.crop import brain_box, crop_resize
+from jaxmri.data.duplicates import (NEAR_DUPLICATE_DISTANCE, content_hash, count_groups, duplicate_groups,
+                                    perceptual_hash)
+from jaxmri.data.images import load_image_bytes, to_gray
+from jaxmri.errors import BadImageError, DataError
 
 # Folder names inside a data root that are not classes (write_phantom_dataset puts masks there).
 RESERVED_FOLDERS = frozenset({"masks"})
 # Files some operating systems drop into every folder; hidden files (".DS_Store") are skipped too.
 IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
-
-
-class DataError(Exception):
-    """A problem with the data folder; ``str(err)`` is the complete message, one line per problem."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,8 +153,8 @@ def load_image_folder(root, *, image_size: int = 224, channels: int = 3, skip_un
 
     ``image_size``: side ``S`` of the square output (224 in the paper); ``channels``: 3 keeps RGB, 1
     converts to gray. Each file is read once: checked (extension, empty, signature, truncation),
-    decoded (``jaxmri.images``), cropped to the brain and resized (``jaxmri.crop``), and hashed for
-    duplicate groups (``jaxmri.duplicates``). Bad files are collected; at the end a ``DataError``
+    decoded (``jaxmri.data.images``), cropped to the brain and resized (``jaxmri.data.crop``), and hashed for
+    duplicate groups (``jaxmri.data.duplicates``). Bad files are collected; at the end a ``DataError``
     lists each as ``"<relative path>: <reason>"`` plus a last line saying what to do, unless
     ``skip_unreadable`` is True, in which case they are left out and listed in ``ImageSet.skipped``
     and on stderr. ``progress`` shows a tqdm bar on stderr.

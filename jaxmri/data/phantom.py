@@ -129,7 +129,7 @@ def write_phantom_dataset(root, n_tumor: int = 60, n_healthy: int = 40, *, seed:
 
     ``root/yes/tumor_000.png ...`` (label 1), ``root/no/healthy_000.png ...`` (label 0), and
     ``root/masks/tumor_000.png ...``: one 0/255 gray PNG per tumor image, same stem and size.
-    ``jaxmri.dataset.scan_class_folders`` treats ``masks/`` as masks, not as a class.
+    ``jaxmri.data.dataset.scan_class_folders`` treats ``masks/`` as masks, not as a class.
     """
     root = Path(root)
     images, labels, masks = make_phantom(n_tumor, n_healthy, seed=seed)

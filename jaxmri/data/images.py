@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from jaxmri.errors import BadImageError
+
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 
 # First bytes of each format we accept (the decoder is OpenCV, which reads all of them).
@@ -37,15 +39,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 _JPEG_SOS = b"\xff\xda"
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND\xaeB`\x82"  # the IEND chunk with its fixed CRC
-
-
-class BadImageError(ValueError):
-    """A file that cannot be used as an image; ``str(err)`` is one line: ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def image_format(data: bytes) -> str | None:

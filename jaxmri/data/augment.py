@@ -2,7 +2,7 @@
 
 The paper (PyTorch ``transforms``) resizes to 224, flips horizontally with p = 0.5, rotates with p = 0.5,
 applies a Gaussian blur with kernel size 3, and normalizes; test images are only resized and normalized.
-In jaxmri the resize happens once when the data are cached (``jaxmri.dataset``), normalization lives in
+In jaxmri the resize happens once when the data are cached (``jaxmri.data.dataset``), normalization lives in
 each model's ``__call__`` (so every caller feeds images in [0, 1]), and this module does the random
 part. Every function takes an explicit ``jax.random`` key and is a pure function of it, so the same key
 gives the same batch bit for bit.

@@ -23,7 +23,7 @@ order (torchvision flattens NCHW; ``jaxmri.weights`` permutes the rows when conv
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmri.layers import adaptive_avg_pool, max_pool_2x2, normalize
+from jaxmri.models.layers import adaptive_avg_pool, max_pool_2x2, normalize
 
 # Convolutions per block in VGG19 (configuration "E").
 VGG19_BLOCKS = (2, 2, 4, 4, 4)

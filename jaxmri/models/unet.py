@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmri.layers import max_pool_2x2, upsample_conv_2x2
+from jaxmri.models.layers import max_pool_2x2, upsample_conv_2x2
 
 
 def _is_positive_int(value) -> bool:

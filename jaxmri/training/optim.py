@@ -13,7 +13,8 @@ leaves' raw gradients through as updates.)
 import optax
 from flax import nnx
 
-OPTIMIZERS = ("adam", "adamw")
+from jaxmri.config import OPTIMIZERS
+
 
 
 def make_tx(*, lr: float, weight_decay: float, kind: str = "adam", b1: float = 0.9) -> optax.GradientTransformation:

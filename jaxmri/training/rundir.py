@@ -12,9 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-
-class RunDirError(Exception):
-    """A run directory cannot be used; the message says what to do."""
+from jaxmri.data.dataset import ImageSet
+from jaxmri.errors import RunDirError
 
 
 def make_run_dir(out: str | None, kind: str, *, overwrite: bool) -> Path:
@@ -49,13 +48,25 @@ def write_json(path: Path, payload) -> None:
     Path(path).write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
 
 
-def save_split(path: Path, paths: tuple[str, ...], labels: np.ndarray, groups: np.ndarray, split: dict) -> None:
-    """``split.json``: the file list of every part with label and duplicate group, so a split can be audited."""
-    payload = {
-        part: [{"path": paths[i], "label": int(labels[i]), "group": int(groups[i])} for i in idx]
-        for part, idx in split.items()
-    }
-    write_json(path, payload)
+def save_split(path: Path, data: ImageSet, split: dict[str, np.ndarray], *, index: np.ndarray | None = None,
+               labels: np.ndarray | None = None, class_names: tuple[str, ...] | None = None) -> None:
+    """``split.json``, one schema for both tasks, so a split can be audited and its images found again::
+
+        {"class_names": ["no", "yes"],
+         "parts": {"train": [{"path": "yes/Y1.jpg", "label": 1, "group": 17,
+                              "box": [x0, y0, x1, y1], "size": [height, width]}, ...],
+                   "val": [...], "test": [...]}}
+
+    ``split`` holds row numbers into ``index`` (default: every image of ``data``, in order); ``label`` is
+    the label the split was stratified on (default ``data.labels``, named by ``class_names``); ``box``
+    is the brain crop in the original image of ``size``, with exclusive ends.
+    """
+    index = np.arange(len(data)) if index is None else np.asarray(index)
+    labels = data.labels[index] if labels is None else np.asarray(labels)
+    rows = {part: [{"path": data.paths[index[i]], "label": int(labels[i]), "group": int(data.groups[index[i]]),
+                    "box": data.boxes[index[i]], "size": data.sizes[index[i]]} for i in idx]
+            for part, idx in split.items()}
+    write_json(path, {"class_names": list(data.class_names if class_names is None else class_names), "parts": rows})
 
 
 def save_checkpoint(directory: Path, model: nnx.Module) -> None:

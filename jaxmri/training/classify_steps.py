@@ -17,16 +17,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
-from jaxmri.augment import MAX_ANGLE, augment, to_float
-
-
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
-    """Mean softmax cross-entropy over the real (weight 1) examples: PyTorch's ``CrossEntropyLoss``."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return jnp.sum(losses * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+from jaxmri.data.augment import MAX_ANGLE, augment, to_float
+from jaxmri.training.losses import cross_entropy
 
 
 @partial(nnx.jit, graph_updates=False, static_argnames=("max_angle",))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from jaxmri.images import to_gray
+from jaxmri.data.images import to_gray
 
 BLUR_KERNEL = (5, 5)
 THRESHOLD = 45

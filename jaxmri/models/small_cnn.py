@@ -17,7 +17,7 @@ Layer  PyTorch (paper)            jaxmri          output (224 input)
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmri.layers import max_pool_2x2, normalize
+from jaxmri.models.layers import max_pool_2x2, normalize
 
 
 class SmallCNN(nnx.Module):

@@ -1,6 +1,6 @@
 """Where a run's images come from: the user's folder, or the generated phantom set by default.
 
-With no ``--data`` a run still works out of the box: a synthetic phantom dataset (``jaxmri.phantom``,
+With no ``--data`` a run still works out of the box: a synthetic phantom dataset (``jaxmri.data.phantom``,
 our own generator, no download) is written into the run directory and read through exactly the same
 validation, crop and duplicate pipeline as real data.
 """
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmri.dataset import DataError, ImageSet, load_image_folder
-from jaxmri.phantom import write_phantom_dataset
-from jaxmri.split import grouped_stratified_split
+from jaxmri.data.dataset import ImageSet, load_image_folder
+from jaxmri.data.phantom import write_phantom_dataset
+from jaxmri.data.split import grouped_stratified_split
+from jaxmri.errors import DataError
 
 PHANTOM_TUMOR, PHANTOM_HEALTHY = 60, 40
 

@@ -1,0 +1,17 @@
+"""The paper's networks, as Flax NNX modules (NHWC float32 images in [0, 1] in, logits out).
+
+- ``SmallCNN`` (Table 2, ``small_cnn.py``): the from-scratch classifier.
+- ``VGG19Classifier`` (Section 2.2, ``vgg19.py``): torchvision's VGG19, frozen, with a new 2-way head;
+  ``jaxmri.weights.load_vgg19`` fills it with ImageNet weights.
+- ``UNet`` (Table 5, corrected; ``unet.py``): the segmentation network.
+- ``layers.py``: the pooling, normalisation and upsampling they share; ``count_params``.
+
+    >>> from jaxmri.models import SmallCNN, UNet, count_params   # doctest: +SKIP
+"""
+
+from jaxmri.models.params import count_params
+from jaxmri.models.small_cnn import SmallCNN
+from jaxmri.models.unet import UNet
+from jaxmri.models.vgg19 import VGG19Classifier
+
+__all__ = ["SmallCNN", "UNet", "VGG19Classifier", "count_params"]

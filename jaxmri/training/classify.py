@@ -1,0 +1,220 @@
+"""Classification (paper Section 2): the one epoch loop, its evaluation, and the whole run.
+
+- ``make_keys`` / ``build_model``: a run's PRNG keys and its classifier, from the config's seed;
+- ``train_epoch``: one shuffled, augmented pass over the training images with ``classify_steps.train_step``;
+- ``Evaluator`` / ``evaluate``: loss and accuracy on a fixed image set (frozen VGG19 features cached);
+- ``fit``: ``cfg.epochs`` of ``train_epoch`` + ``evaluate``, keeping the best-validation checkpoint;
+- ``run``: data -> split -> model -> ``fit`` -> run directory (``python -m jaxmri.train classify``).
+
+The loop is plain Python around the jitted steps; all state is explicit (model, optimizer, PRNG key,
+epoch number), so a run is a pure function of its config. The lessons call these same functions.
+"""
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxmri.config import ClassifyConfig, save_config
+from jaxmri.data.augment import to_float
+from jaxmri.data.batching import apply_in_batches, epoch_batches, gather, num_batches
+from jaxmri.data.source import load_dataset, split_or_explain
+from jaxmri.errors import WeightsError
+from jaxmri.evaluation import plots
+from jaxmri.evaluation.metrics import classification_report
+from jaxmri.models import SmallCNN, VGG19Classifier, count_params
+from jaxmri.training.classify_steps import eval_step, train_step
+from jaxmri.training.optim import make_optimizer
+from jaxmri.training.rundir import make_run_dir, restore_checkpoint, save_checkpoint, save_split, write_json
+
+# The paper's Table 4 (mean test accuracy over the 50 epochs).
+PAPER_MEAN_TEST_ACCURACY = {"cnn": 0.6622, "vgg19": 0.7719}
+
+
+def make_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """``(key_init, key_data)``: ``key_init`` draws the initial weights, ``key_data`` every epoch's shuffle
+    and augmentation (``train_epoch`` gets ``jax.random.fold_in(key_data, epoch)``)."""
+    key_init, key_data = jax.random.split(jax.random.key(seed))
+    return key_init, key_data
+
+
+def build_model(cfg: ClassifyConfig, num_classes: int, key_init: jax.Array) -> tuple[nnx.Module, str]:
+    """The classifier named by ``cfg.arch`` and a label for its weights ("scratch", "imagenet", "random-init")."""
+    rngs = nnx.Rngs(params=key_init, dropout=jax.random.fold_in(key_init, 1))
+    if cfg.arch == "cnn":
+        return SmallCNN(num_classes, image_size=cfg.image_size, rngs=rngs), "scratch"
+    if cfg.pretrained == "none":
+        return VGG19Classifier(num_classes, rngs=rngs), "random-init"
+    from jaxmri.weights import load_vgg19
+
+    return load_vgg19(cfg.weights, num_classes=num_classes, rngs=rngs), "imagenet"
+
+
+def check_weights_available(cfg: ClassifyConfig) -> None:
+    """Fail before any data work when ImageNet weights are asked for but absent."""
+    if cfg.arch == "vgg19" and cfg.pretrained == "imagenet" and not Path(cfg.weights).is_file():
+        raise WeightsError(
+            f"ImageNet weights not found at {cfg.weights}: run `python -m jaxmri.weights download vgg19` "
+            f"(or `python -m jaxmri.weights convert vgg19-dcbb9e9d.pth --out {cfg.weights}` with a file you "
+            "downloaded), pass --weights PATH, or use --pretrained none for a random-init backbone."
+        )
+
+
+def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray], indices: np.ndarray,
+                key: jax.Array, *, batch_size: int, max_angle: float, progress: bool = False,
+                desc: str = "train") -> dict[str, float]:
+    """One epoch: ``arrays`` (``"image"`` uint8 (N, S, S, 3), ``"label"`` int32 (N,)) rows ``indices``,
+    shuffled and augmented with ``key``, in fixed-size padded batches.
+
+    Returns ``{"train_loss", "train_accuracy"}``, exact means over the epoch's images.
+    """
+    key_perm, key_aug = jax.random.split(key)
+    model.train()
+    sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    bar = tqdm(epoch_batches(indices, batch_size, key_perm), total=num_batches(len(indices), batch_size),
+               desc=desc, disable=not progress, leave=False)
+    for step, (rows, weight) in enumerate(bar):
+        result = train_step(model, optimizer, gather(arrays, rows, weight), jax.random.fold_in(key_aug, step),
+                            max_angle=max_angle)
+        # A CPU-device sync point per step: the progress bar shows the running loss.
+        for name in sums:
+            sums[name] += float(result[name])
+        bar.set_postfix(loss=f"{sums['loss_sum'] / sums['count']:.3f}", acc=f"{sums['correct'] / sums['count']:.3f}")
+    return {"train_loss": sums["loss_sum"] / sums["count"], "train_accuracy": sums["correct"] / sums["count"]}
+
+
+@nnx.jit(graph_updates=False)
+def _head_logits(model: VGG19Classifier, features):
+    return model.head(features)
+
+
+@nnx.jit(graph_updates=False)
+def _embed(model: VGG19Classifier, batch: dict):
+    return model.embed(to_float(batch["image"]))
+
+
+class Evaluator:
+    """Logits of a fixed image set, re-using frozen VGG19 features across epochs when that is exact.
+
+    ``images`` uint8 (N, S, S, 3) and ``labels`` int32 (N,); ``logits(model)`` is float32 (N, classes).
+    """
+
+    def __init__(self, model: nnx.Module, images: np.ndarray, labels: np.ndarray, batch_size: int):
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.features = None
+        if isinstance(model, VGG19Classifier) and model.freeze_backbone and len(images):
+            model.eval()
+            self.features = apply_in_batches(_embed, model, images, batch_size)
+
+    def logits(self, model: nnx.Module) -> np.ndarray:
+        model.eval()
+        if self.features is not None:
+            return np.asarray(_head_logits(model, self.features))
+        return apply_in_batches(eval_step, model, self.images, self.batch_size)
+
+
+def evaluate(model: nnx.Module, evaluator: Evaluator) -> dict[str, float]:
+    """``{"loss", "accuracy"}`` of ``model`` on the evaluator's images (NaN for an empty set)."""
+    logits, labels = evaluator.logits(model), evaluator.labels
+    if not len(labels):
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    top = logits.max(-1)  # mean softmax cross-entropy, computed stably in NumPy
+    log_z = top + np.log(np.exp(logits - top[:, None]).sum(-1))
+    return {"loss": float(np.mean(log_z - logits[np.arange(len(labels)), labels])),
+            "accuracy": float(np.mean(np.argmax(logits, -1) == labels))}
+
+
+def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray],
+        train: np.ndarray, evaluators: dict[str, Evaluator], key_data: jax.Array, *,
+        checkpoint_dir: Path | None = None, progress: bool = True) -> tuple[list[dict], int]:
+    """``cfg.epochs`` epochs; returns the per-epoch records and the best epoch (1-based).
+
+    Best = highest validation accuracy, ties to the lower validation loss; without validation images the
+    last epoch. The test split never chooses anything. With ``checkpoint_dir`` the best epoch's model is
+    saved there (``restore_checkpoint`` reads it back); ``model`` itself ends at the last epoch.
+    """
+    history, best = [], None
+    for epoch in range(cfg.epochs):
+        t0 = time.time()
+        record = {"epoch": epoch + 1, **train_epoch(
+            model, optimizer, arrays, train, jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
+            max_angle=cfg.max_angle, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")}
+        val, test = evaluate(model, evaluators["val"]), evaluate(model, evaluators["test"])
+        record.update({"val_loss": val["loss"], "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
+                       "seconds": time.time() - t0})
+        history.append(record)
+        score = (record["val_accuracy"], -record["val_loss"]) if len(evaluators["val"].labels) else (epoch, 0.0)
+        if best is None or score > best[0]:
+            best = (score, epoch + 1)
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, model)
+        msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.4f}  train {record['train_accuracy']:.3f}  "
+               f"val {record['val_accuracy']:.3f}  test {record['test_accuracy']:.3f}  ({record['seconds']:.1f}s)")
+        tqdm.write(msg) if progress else print(msg)
+    return history, best[1]
+
+
+def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
+    """Train and evaluate one classifier; returns the ``metrics.json`` payload.
+
+    Raises ``DataError`` / ``WeightsError`` / ``RunDirError`` with one-line user messages before any
+    training starts.
+    """
+    check_weights_available(cfg)
+    out = make_run_dir(cfg.out, f"classify-{cfg.arch}", overwrite=cfg.overwrite)
+    save_config(cfg, out / "config.json")
+    t_start = time.time()
+
+    data = load_dataset(cfg.data, out, seed=cfg.seed, image_size=cfg.image_size, channels=3,
+                        skip_unreadable=cfg.skip_unreadable, progress=progress)
+    print(data.summary())
+    split = split_or_explain(data.labels, data.groups, cfg)
+    save_split(out / "split.json", data, split)
+    for part, idx in split.items():
+        counts = ", ".join(f"{name} {int(np.sum(data.labels[idx] == c))}" for c, name in enumerate(data.class_names))
+        print(f"{part:>5}: {len(idx)} images ({counts})")
+
+    key_init, key_data = make_keys(cfg.seed)
+    model, weights_label = build_model(cfg, len(data.class_names), key_init)
+    if weights_label == "random-init":
+        print("VGG19 backbone: RANDOM INIT (--pretrained none), frozen; only the head trains. Not the paper's ImageNet model.")
+    optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer)
+    print(f"model: {type(model).__name__} ({weights_label}), {count_params(model):,} parameters, "
+          f"{count_params(model, optimizer.wrt):,} trainable")
+
+    evaluators = {part: Evaluator(model, data.images[split[part]], data.labels[split[part]], cfg.batch_size)
+                  for part in ("val", "test")}
+    history, best_epoch = fit(cfg, model, optimizer, {"image": data.images, "label": data.labels}, split["train"],
+                              evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress)
+
+    restore_checkpoint(out / "checkpoint", model)
+    report = classification_report(evaluators["test"].labels, np.argmax(evaluators["test"].logits(model), -1))
+    metrics = {
+        "arch": cfg.arch,
+        "weights": weights_label,
+        "dataset": str(data.root),
+        "class_names": list(data.class_names),
+        "split_sizes": {part: len(idx) for part, idx in split.items()},
+        "epochs": history,
+        "best_epoch": best_epoch,
+        "test_accuracy": report["accuracy"],
+        "mean_test_accuracy_over_epochs": float(np.mean([r["test_accuracy"] for r in history])),
+        "confusion_matrix": report["confusion_matrix"],
+        "sensitivity": report["sensitivity"],
+        "specificity": report["specificity"],
+        "paper_mean_test_accuracy": PAPER_MEAN_TEST_ACCURACY[cfg.arch],
+        "wall_time_s": time.time() - t_start,
+    }
+    write_json(out / "metrics.json", metrics)
+    title = f"{type(model).__name__} ({weights_label})"
+    plots.learning_curves(history, out / "learning_curves.png", title=title)
+    plots.confusion_matrix_figure(report["confusion_matrix"], data.class_names, out / "confusion_matrix.png",
+                                  title=f"test, best-val epoch {best_epoch}")
+    print(f"best epoch {best_epoch}: test accuracy {report['accuracy']:.4f}, sensitivity {report['sensitivity']:.3f}, "
+          f"specificity {report['specificity']:.3f}; mean test accuracy over epochs "
+          f"{metrics['mean_test_accuracy_over_epochs']:.4f} (paper: {PAPER_MEAN_TEST_ACCURACY[cfg.arch]:.4f})")
+    print(f"results in {out}")
+    return metrics
