@@ -39,12 +39,14 @@ def gather(arrays: dict[str, np.ndarray], rows: np.ndarray, weight: np.ndarray) 
     return batch
 
 
-def apply_in_batches(step, model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """``step(model, {"image": batch})`` over ``images`` in order, padding rows dropped, results stacked.
+def apply_in_batches(step, model, images: np.ndarray, batch_size: int, **kwargs):
+    """``step(model, {"image": batch}, **kwargs)`` over ``images`` in order, padding rows dropped, stacked.
 
-    Used for evaluation: ``step`` is a jitted function such as ``classify_steps.eval_step``; every call
-    sees a full-size batch, so it compiles once. Returns an empty array for no images.
+    Used for evaluation and prediction: ``step`` is a jitted function such as
+    ``classify_steps.eval_step``; every call sees a full-size batch, so it compiles once. A step that
+    returns a tuple of arrays (``models.gradcam.gradcam``) gives a tuple of stacked arrays. Returns an
+    empty array for no images.
     """
-    out = [np.asarray(step(model, {"image": images[rows]}))[weight > 0]
+    out = [jax.tree.map(lambda a: np.asarray(a)[weight > 0], step(model, {"image": images[rows]}, **kwargs))
            for rows, weight in epoch_batches(np.arange(len(images)), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *out) if out else np.zeros((0,), np.float32)

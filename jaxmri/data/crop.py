@@ -87,3 +87,17 @@ def crop_resize(image: np.ndarray, box, size: int, interpolation: int = cv2.INTE
     if image.ndim == 3 and resized.ndim == 2:  # OpenCV drops a trailing channel axis of length 1
         resized = resized[:, :, None]
     return resized.astype(np.bool_) if is_bool else resized
+
+
+def brain_crop(rgb: np.ndarray, size: int, channels: int, gray: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
+    """The model input of one decoded image: ``(uint8 (size, size, channels), brain box)``.
+
+    ``rgb`` is ``read_image``'s uint8 (H, W, 3); ``channels`` 3 keeps RGB (the classifiers), 1 takes the
+    gray luma (the U-Net). Training (``load_image_folder``) and prediction both call this, so a scan is
+    prepared the same way in both. ``gray`` saves recomputing the luma when the caller has it.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (gray) or 3 (RGB), got {channels}.")
+    gray = to_gray(rgb) if gray is None else gray
+    box = brain_box(gray)
+    return crop_resize(rgb if channels == 3 else gray[:, :, None], box, int(size)), box

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from jaxmri.data.crop import brain_box, crop_resize
+from jaxmri.data.crop import brain_crop
 from jaxmri.data.duplicates import (NEAR_DUPLICATE_DISTANCE, content_hash, count_groups, duplicate_groups,
                                     perceptual_hash)
 from jaxmri.data.images import load_image_bytes, to_gray
@@ -177,9 +177,9 @@ def load_image_folder(root, *, image_size: int = 224, channels: int = 3, skip_un
             bad.append((relative, err.reason))
             continue
         gray = to_gray(rgb)
-        box = brain_box(gray)
+        image, box = brain_crop(rgb, int(image_size), channels, gray)
         keep.append(i)
-        images.append(crop_resize(rgb if channels == 3 else gray[:, :, None], box, int(image_size)))
+        images.append(image)
         boxes.append(box)
         sizes.append(rgb.shape[:2])
         byte_hashes.append(content_hash(data))

@@ -55,9 +55,17 @@ class SmallCNN(nnx.Module):
             raise ValueError(
                 f"SmallCNN expects NHWC images of shape (N, {self.image_size}, {self.image_size}, 3), got {x.shape}."
             )
+        return self.from_last_conv(self.last_conv(x))
+
+    def last_conv(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Layers 1-3: the last convolution's ReLU map, (N, S, S, 3) -> (N, S/2, S/2, 32) (Grad-CAM's layer)."""
         x = normalize(x)
         x = max_pool_2x2(nnx.relu(self.conv1(x)))
-        x = max_pool_2x2(nnx.relu(self.conv2(x)))
+        return nnx.relu(self.conv2(x))
+
+    def from_last_conv(self, maps: jnp.ndarray) -> jnp.ndarray:
+        """Layers 4-6: ``last_conv``'s maps -> logits (N, num_classes)."""
+        x = max_pool_2x2(maps)
         x = x.reshape(x.shape[0], -1)
         x = nnx.relu(self.fc1(x))
         return self.fc2(x)

@@ -85,14 +85,24 @@ class VGG19Classifier(nnx.Module):
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
         """The 16 convolutions and 5 pools: (N, H, W, 3) in [0, 1] -> (N, H/32, W/32, widths[-1])."""
+        return max_pool_2x2(self.last_conv(x))
+
+    def last_conv(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Blocks 1-5 without the last pool: the last conv block's ReLU map, (N, H/16, W/16, widths[-1])
+        (Grad-CAM's layer)."""
         x = normalize(x)
         i = 0
-        for n_convs in VGG19_BLOCKS:
+        for block, n_convs in enumerate(VGG19_BLOCKS):
+            if block:
+                x = max_pool_2x2(x)
             for _ in range(n_convs):
                 x = nnx.relu(self.convs[i](x))
                 i += 1
-            x = max_pool_2x2(x)
         return x
+
+    def from_last_conv(self, maps: jnp.ndarray) -> jnp.ndarray:
+        """``last_conv``'s maps -> logits (N, num_classes): the last pool, the classifier and ``head``."""
+        return self.head(self._classifier(max_pool_2x2(maps)))
 
     def embed(self, x: jnp.ndarray) -> jnp.ndarray:
         """Everything before ``head``: (N, H, W, 3) in [0, 1] -> (N, hidden) features.
@@ -102,7 +112,10 @@ class VGG19Classifier(nnx.Module):
         """
         if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 32:
             raise ValueError(f"VGG19Classifier expects NHWC RGB images (N, H, W, 3) with H, W >= 32, got {x.shape}.")
-        x = adaptive_avg_pool(self.features(x), 7, 7)
+        return self._classifier(self.features(x))
+
+    def _classifier(self, features: jnp.ndarray) -> jnp.ndarray:
+        x = adaptive_avg_pool(features, 7, 7)
         x = x.reshape(x.shape[0], -1)
         x = self.dropout1(nnx.relu(self.fc1(x)))
         return self.dropout2(nnx.relu(self.fc2(x)))

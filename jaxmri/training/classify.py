@@ -116,6 +116,18 @@ class Evaluator:
         return apply_in_batches(eval_step, model, self.images, self.batch_size)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, C) from logits (N, C), computed stably in NumPy."""
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def tumor_class(class_names) -> int:
+    """The label of the tumor class: the folder named ``yes`` (any case), else label 1."""
+    lower = [name.lower() for name in class_names]
+    return lower.index("yes") if "yes" in lower else 1
+
+
 def evaluate(model: nnx.Module, evaluator: Evaluator) -> dict[str, float]:
     """``{"loss", "accuracy"}`` of ``model`` on the evaluator's images (NaN for an empty set)."""
     logits, labels = evaluator.logits(model), evaluator.labels
@@ -191,7 +203,8 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
                               evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress)
 
     restore_checkpoint(out / "checkpoint", model)
-    report = classification_report(evaluators["test"].labels, np.argmax(evaluators["test"].logits(model), -1))
+    test_logits = evaluators["test"].logits(model)
+    report = classification_report(evaluators["test"].labels, np.argmax(test_logits, -1))
     metrics = {
         "arch": cfg.arch,
         "weights": weights_label,
@@ -206,6 +219,9 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
         "sensitivity": report["sensitivity"],
         "specificity": report["specificity"],
         "paper_mean_test_accuracy": PAPER_MEAN_TEST_ACCURACY[cfg.arch],
+        # The best-validation model's probabilities per test image, so any later tool can pool them.
+        "test_predictions": [{"path": data.paths[i], "label": int(data.labels[i]), "probabilities": p}
+                             for i, p in zip(split["test"], softmax(test_logits).tolist())],
         "wall_time_s": time.time() - t_start,
     }
     write_json(out / "metrics.json", metrics)
