@@ -14,7 +14,7 @@ import statistics
 import jax
 import numpy as np
 from flax import nnx
-from unet_bench import cpu_threads, fixed_batch, time_interleaved
+from unet_bench import cpu_threads, fixed_batch, time_interleaved, unet_timing_flags
 
 from jaxmri.models import UNet
 from jaxmri.training import segment_steps
@@ -51,13 +51,7 @@ def make(step, width: int, batch: int, size: int):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args(argv)
+    args = unet_timing_flags(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args(argv)
     print(f"U-Net train step, batch {args.batch}, {args.size}x{args.size}x1, jax {jax.__version__}, "
           f"{cpu_threads()} cores, load {os.getloadavg()[0]:.1f}; options in use: {segment_steps.train_step.options}")
     print(f"{'width':>5} | {'nnx.jit + CompiledStep':>22} | {'jax.jit over nnx.split':>22} | ratio (old / new)")

@@ -184,14 +184,19 @@ def time_interleaved(steps: dict, warmup: int, rounds: int) -> dict[str, dict]:
     return result
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="width 32 only, 1 warm-up and 3 timed rounds")
+def unet_timing_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags every U-Net timing script shares: widths, batch, size, warm-up and timed rounds."""
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = unet_timing_flags(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    parser.add_argument("--quick", action="store_true", help="width 32 only, 1 warm-up and 3 timed rounds")
     args = parser.parse_args(argv)
     if args.quick:
         args.widths, args.warmup, args.rounds = [32], 1, 3

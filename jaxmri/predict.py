@@ -55,7 +55,9 @@ def _localisation(records: list[dict], masks_source: str) -> dict:
                         "were drawn on.")
     scores = localisation_scores([r["_heat"] for r in matched], [masks[Path(r["file"]).stem.lower()] > 0 for r in matched],
                                  [r["box"] for r in matched])
-    return {"masks": str(masks_source), **scores, "files": [r["file"] for r in matched]}
+    for record, row in zip(matched, scores["per_image"]):
+        row["file"] = record["file"]
+    return {"masks": str(masks_source), **scores}
 
 
 def main(argv=None) -> int:

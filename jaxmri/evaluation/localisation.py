@@ -47,10 +47,13 @@ def localisation_scores(heats: list[np.ndarray], masks: list[np.ndarray], boxes:
     if not heats:
         raise ValueError("no images with a tumor mask to score.")
     base = [centred_baseline(m.shape, b) for m, b in zip(masks, boxes)]
+    per_image = [{"gradcam_hit": pointing_hit(h, m), "gradcam_mass_inside": mass_inside(h, m),
+                  "baseline_hit": pointing_hit(c, m), "baseline_mass_inside": mass_inside(c, m)}
+                 for h, c, m in zip(heats, base, masks)]
 
-    def score(maps):
-        return {"pointing_game": float(np.mean([pointing_hit(h, m) for h, m in zip(maps, masks)])),
-                "mass_inside": float(np.mean([mass_inside(h, m) for h, m in zip(maps, masks)]))}
+    def score(name):
+        return {"pointing_game": float(np.mean([r[f"{name}_hit"] for r in per_image])),
+                "mass_inside": float(np.mean([r[f"{name}_mass_inside"] for r in per_image]))}
 
-    return {"images": len(heats), "gradcam": score(heats), "centred_baseline": score(base),
-            "mask_area": float(np.mean([m.mean() for m in masks]))}
+    return {"images": len(heats), "gradcam": score("gradcam"), "centred_baseline": score("baseline"),
+            "mask_area": float(np.mean([m.mean() for m in masks])), "per_image": per_image}
