@@ -72,8 +72,8 @@ def main(argv=None) -> int:
         run = load_run(args.run)
         files = collect_inputs(args.inputs)
         explain = args.explain or args.localisation is not None
-        if explain and run.task != "classify":
-            raise DataError(f"--run {args.run} is a U-Net (segment) run; --explain and --localisation need a classifier.")
+        if explain:  # checked here too, so that nothing is written first
+            run.require_classifier("--localisation" if args.localisation is not None else "--explain")
         if args.localisation is not None and not Path(args.localisation).exists():
             raise DataError(f"--localisation {args.localisation}: no such file or folder.")
         out = make_run_dir(args.out, "predict", overwrite=args.overwrite)

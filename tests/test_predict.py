@@ -170,7 +170,7 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(cnn_run, phantom_di
 def test_explain_on_a_unet_run_is_a_usage_error(unet_run, phantom_dir, tmp_path, capsys):
     assert predict(["--run", str(unet_run), "--out", str(tmp_path / "p"), "--explain",
                     str(phantom_dir / "yes")]) == 2
-    assert "need a classifier" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert "--explain needs a classifier" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
 def test_load_run_rebuilds_the_trained_model(cnn_run):
@@ -179,7 +179,7 @@ def test_load_run_rebuilds_the_trained_model(cnn_run):
     assert type(run.model).__name__ == "SmallCNN" and run.channels == 3
 
 
-def test_predict_help_and_a_real_subprocess(cnn_run, phantom_dir, tmp_path):
+def test_predict_runs_as_a_subprocess_with_explain(cnn_run, phantom_dir, tmp_path):
     result = subprocess.run([sys.executable, "-m", "jaxmri.predict", "--run", str(cnn_run), "--out", str(tmp_path / "p"),
                              "--explain", "--no-progress", str(phantom_dir / "no")], capture_output=True, text=True,
                             timeout=300)

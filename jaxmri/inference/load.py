@@ -15,7 +15,7 @@ import jax
 from flax import nnx
 
 from jaxmri.config import ClassifyConfig, SegmentConfig, load_config
-from jaxmri.errors import RunDirError
+from jaxmri.errors import DataError, RunDirError
 from jaxmri.training import classify, segment
 from jaxmri.training.rundir import restore_checkpoint
 
@@ -32,6 +32,11 @@ class Run:
     @property
     def task(self) -> str:
         return "classify" if isinstance(self.cfg, ClassifyConfig) else "segment"
+
+    def require_classifier(self, what: str) -> None:
+        """Raise ``DataError`` naming ``what`` (e.g. "--explain") unless this is a classifier run."""
+        if self.task != "classify":
+            raise DataError(f"--run {self.path} is a U-Net (segment) run; {what} needs a classifier.")
 
     @property
     def channels(self) -> int:

@@ -84,8 +84,8 @@ def predict_files(run: Run, files: list[str], out: Path, *, explain: bool = Fals
     (for the localisation score; not JSON). Decoding happens ``batch_size`` files at a time (default:
     the run's own batch size), so memory stays bounded for any number of files.
     """
-    if explain and run.task != "classify":
-        raise DataError("--explain (Grad-CAM) needs a classifier run; this run is a U-Net (segment).")
+    if explain:
+        run.require_classifier("--explain (Grad-CAM)")
     batch_size = batch_size or run.cfg.batch_size
     names, records = output_names(files), []
     tumor = tumor_class(run.class_names)
