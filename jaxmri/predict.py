@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from jaxmri.allocator import tune_malloc
 from jaxmri.errors import DataError, JaxmriError
 
 
@@ -102,4 +103,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    tune_malloc()  # this process is ours: set glibc up before JAX starts its threads (JAXMRI_MALLOC=default: not)
     sys.exit(main())

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import sys
 
+from jaxmri.allocator import tune_malloc
 from jaxmri.config import ARCHS, LOSSES, OPTIMIZERS, PRETRAINED, ClassifyConfig, SegmentConfig, load_config
 from jaxmri.errors import JaxmriError
 
@@ -117,4 +118,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    tune_malloc()  # this process is ours: set glibc up before JAX starts its threads (JAXMRI_MALLOC=default: not)
     sys.exit(main())

@@ -27,6 +27,7 @@ from jaxmri.evaluation import plots
 from jaxmri.evaluation.metrics import classification_report
 from jaxmri.models import SmallCNN, VGG19Classifier, count_params
 from jaxmri.training.classify_steps import eval_step, train_step
+from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
 from jaxmri.training.rundir import make_run_dir, restore_checkpoint, save_checkpoint, save_split, write_json
 
@@ -150,13 +151,14 @@ def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays
     """
     history, best = [], None
     for epoch in range(cfg.epochs):
-        t0 = time.time()
+        t0, compile_start = time.time(), compile_seconds()
         record = {"epoch": epoch + 1, **train_epoch(
             model, optimizer, arrays, train, jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
             max_angle=cfg.max_angle, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")}
         val, test = evaluate(model, evaluators["val"]), evaluate(model, evaluators["test"])
         record.update({"val_loss": val["loss"], "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
                        "seconds": time.time() - t0})
+        record["compile_seconds"] = compile_seconds() - compile_start
         history.append(record)
         score = (record["val_accuracy"], -record["val_loss"]) if len(evaluators["val"].labels) else (epoch, 0.0)
         if best is None or score > best[0]:
@@ -164,7 +166,7 @@ def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, model)
         msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.4f}  train {record['train_accuracy']:.3f}  "
-               f"val {record['val_accuracy']:.3f}  test {record['test_accuracy']:.3f}  ({record['seconds']:.1f}s)")
+               f"val {record['val_accuracy']:.3f}  test {record['test_accuracy']:.3f}  ({epoch_time_note(record)})")
         tqdm.write(msg) if progress else print(msg)
     return history, best[1]
 

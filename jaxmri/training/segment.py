@@ -31,6 +31,7 @@ from jaxmri.errors import DataError
 from jaxmri.evaluation import plots
 from jaxmri.evaluation.metrics import mean_scores, segmentation_scores
 from jaxmri.models import UNet, count_params
+from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
 from jaxmri.training.rundir import make_run_dir, restore_checkpoint, save_checkpoint, save_split, write_json
 from jaxmri.training.segment_steps import predict_step, train_step
@@ -123,7 +124,7 @@ def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays:
     """
     history, best = [], None
     for epoch in range(cfg.epochs):
-        t0 = time.time()
+        t0, compile_start = time.time(), compile_seconds()
         record = {"epoch": epoch + 1, **train_epoch(
             model, optimizer, arrays, split["train"], jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
             loss=cfg.loss, max_angle=cfg.max_angle, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}"),
@@ -135,6 +136,7 @@ def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays:
                                      threshold=cfg.threshold)
                 record.update({f"{part}_{name}": value for name, value in mean_scores(scores).items()})
         record["seconds"] = time.time() - t0
+        record["compile_seconds"] = compile_seconds() - compile_start
         history.append(record)
         score = record.get("val_dice", float(epoch))
         if best is None or score > best[0]:
@@ -143,7 +145,7 @@ def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays:
                 save_checkpoint(checkpoint_dir, model)
         msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.4f}  val dice "
                f"{record.get('val_dice', float('nan')):.3f}  test dice {record.get('test_dice', float('nan')):.3f}  "
-               f"({record['seconds']:.1f}s)")
+               f"({epoch_time_note(record)})")
         tqdm.write(msg) if progress else print(msg)
     return history, best[1]
 

@@ -16,6 +16,7 @@ Example:
 """
 
 import warnings
+from functools import partial
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 
 from jaxmri.errors import WeightsError
+from jaxmri.models.params import build_except, param_name
 from jaxmri.models.vgg19 import VGG19Classifier
 from jaxmri.weights.conversion import LAYOUT, convert
 from jaxmri.weights.name_map import vgg19_config
@@ -93,19 +95,23 @@ def load_vgg19(path, num_classes: int = 1000, *, rngs: nnx.Rngs | None = None, f
         raise WeightsError(f"{path} has a {file_classes}-way head, not ImageNet's 1000; pass "
                            f"num_classes={file_classes} or convert the original ImageNet file.")
     wanted = {k for k in arrays if num_classes == 1000 or not k.startswith("head.")}
-    model = VGG19Classifier(num_classes, widths=widths, hidden=hidden or 4096, freeze_backbone=freeze_backbone,
-                            rngs=rngs if rngs is not None else nnx.Rngs(seed))
+    constructor = partial(VGG19Classifier, num_classes, widths=widths, hidden=hidden or 4096,
+                          freeze_backbone=freeze_backbone)
+    # Built abstractly: only what the file does not hold (the new head, the dropout streams) is
+    # initialised, then the file's arrays are put in place (no 548 MB of random weights first).
+    model = build_except(constructor, rngs if rngs is not None else nnx.Rngs(seed), skip=wanted)
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    missing = set(wanted)
     for model_path, variable in flat:
-        key = ".".join(map(str, model_path))
-        if key in wanted:
+        key = param_name(model_path)
+        if key in missing:
             if tuple(variable.shape) != arrays[key].shape:
                 raise WeightsError(f"{path}: {key!r} has shape {arrays[key].shape} but the model expects "
                                    f"{tuple(variable.shape)}; convert the weights again.")
-            variable.set_value(jnp.asarray(arrays[key]))
-            wanted.discard(key)
-    if wanted:  # every array meant for the model must have found its parameter
-        raise WeightsError(f"{path} has arrays with no VGG19Classifier parameter ({', '.join(sorted(wanted))}); "
+            variable.set_value(jnp.asarray(arrays.pop(key)))  # pop: one host copy at a time
+            missing.discard(key)
+    if missing:  # every array meant for the model must have found its parameter
+        raise WeightsError(f"{path} has arrays with no VGG19Classifier parameter ({', '.join(sorted(missing))}); "
                            "convert it again.")
     nnx.update(model, nnx.from_flat_state(flat))
     model.eval()

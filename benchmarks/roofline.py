@@ -1,0 +1,156 @@
+"""Roofline on this CPU: every train step's achieved GFLOP/s as a share of the machine's fp32 matmul peak.
+
+In one process, alternating round by round (so a change in machine load hits every row alike):
+  peak       a 4096 x 4096 fp32 ``jnp.dot``: the best a dense fp32 kernel reaches on this machine now;
+  cnn        ``classify_steps.train_step``, SmallCNN, batch 32 of 224 x 224 x 3;
+  vgg19      the same step for the frozen VGG19 (only the head trains), batch 8;
+  vgg19-fwd  the frozen VGG19 forward alone (``classify_steps.eval_step``, dropout off), batch 8;
+  unet32, unet64   ``segment_steps.train_step``, batch 4 of 256 x 256 x 1.
+
+FLOPs are XLA's own count for the compiled executable (``jitted.lower(...).compile().cost_analysis()``),
+so the roofline counts what XLA runs, pruned backward passes included. Achieved GFLOP/s = those FLOPs
+/ median wall time; share = achieved / median matmul GFLOP/s of the same rounds.
+
+``--layers`` adds the profile behind the VGG19 row: each of the 16 conv (+ReLU, + the pool before it)
+layers compiled and timed on its own at its real input shape, against the whole forward, so the time
+lost *between* layers (forward minus the sum of its layers) is visible.
+
+Usage:
+  python benchmarks/roofline.py                      # all rows, 5 rounds
+  python benchmarks/roofline.py --cases vgg19-fwd --layers
+  python benchmarks/roofline.py --quick              # cnn and vgg19-fwd, 2 rounds
+"""
+
+import argparse
+import statistics
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from unet_bench import cpu_threads, fixed_batch, time_interleaved
+
+from jaxmri.models import SmallCNN, UNet, VGG19Classifier
+from jaxmri.models.layers import max_pool_2x2
+from jaxmri.models.vgg19 import VGG19_BLOCKS
+from jaxmri.training import classify_steps, segment_steps
+from jaxmri.training.optim import make_optimizer
+
+CASES = ("cnn", "vgg19", "vgg19-fwd", "unet32", "unet64")
+BATCH = {"cnn": 32, "vgg19": 8, "vgg19-fwd": 8, "unet32": 4, "unet64": 4}
+PEAK_N = 4096
+
+
+def flops_of(compiled) -> float:
+    """XLA's FLOP count of a compiled executable (``cost_analysis`` is a dict, or a list of one)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
+def blocking(fn, *args, **kwargs):
+    return lambda: jax.block_until_ready(fn(*args, **kwargs))
+
+
+def classifier_batch(batch: int) -> dict:
+    rng = np.random.default_rng(0)
+    return {"image": jnp.asarray(rng.integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)),
+            "label": jnp.asarray(rng.integers(0, 2, batch).astype(np.int32)),
+            "weight": jnp.ones(batch, jnp.float32)}
+
+
+def make_case(case: str, batch: int):
+    """(zero-arg step that blocks, FLOPs of one call) for one row."""
+    if case == "peak":
+        a = jax.random.normal(jax.random.key(0), (PEAK_N, PEAK_N), jnp.float32)
+        dot = jax.jit(jnp.dot)
+        return blocking(dot, a, a), flops_of(dot.lower(a, a).compile())
+    if case.startswith("unet"):
+        model = UNet(1, 1, width=int(case[4:]), rngs=nnx.Rngs(0))
+        optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0)
+        images, masks = fixed_batch(batch, 256)
+        data = {"image": jnp.asarray(images), "mask": jnp.asarray(masks), "weight": jnp.ones(batch)}
+        step = segment_steps.train_step
+        return blocking(step, model, optimizer, data), flops_of(step.compiled_for(model, optimizer, data))
+    model = SmallCNN(2, rngs=nnx.Rngs(0)) if case == "cnn" else VGG19Classifier(2, rngs=nnx.Rngs(0))
+    data = classifier_batch(batch)
+    if case == "vgg19-fwd":
+        model.eval()
+        step = classify_steps.eval_step
+        return blocking(step, model, data), flops_of(step.lower(model, data).compile())
+    model.train()
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=4e-4)
+    step = classify_steps.train_step
+    return blocking(step, model, optimizer, data, None), flops_of(step.lower(model, optimizer, data, None).compile())
+
+
+def vgg19_layers(batch: int):
+    """One jitted function per VGG19 conv layer (the pool before it, the conv, its ReLU) at its real input
+    shape, plus the FLOPs of each; returns [(name, step, flops)]."""
+    model = VGG19Classifier(2, rngs=nnx.Rngs(0))
+    layer = nnx.jit(lambda conv, x, pool: nnx.relu(conv(max_pool_2x2(x) if pool else x)), static_argnums=2)
+    rows, size, c_in, i = [], 224, 3, 0
+    for block, n_convs in enumerate(VGG19_BLOCKS):
+        for k in range(n_convs):
+            pool = block > 0 and k == 0
+            in_size = size * 2 if pool else size
+            x = jax.random.uniform(jax.random.key(i), (batch, in_size, in_size, c_in))
+            conv = model.convs[i]
+            name = f"conv{block + 1}_{k + 1} {in_size}x{in_size}x{c_in}->{conv.out_features}" + (" (pool first)" if pool else "")
+            rows.append((name, blocking(layer, conv, x, pool), flops_of(layer.lower(conv, x, pool).compile())))
+            c_in, i = conv.out_features, i + 1
+        size //= 2
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
+    parser.add_argument("--layers", action="store_true", help="also time each VGG19 conv layer on its own")
+    parser.add_argument("--quick", action="store_true", help="cnn and vgg19-fwd, 2 rounds")
+    args = parser.parse_args(argv)
+    cases = ["cnn", "vgg19-fwd"] if args.quick else args.cases.split(",")
+    rounds = 2 if args.quick else args.rounds
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"--cases: unknown case(s) {unknown}; choose from {','.join(CASES)}.")
+
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {cpu_threads()} cores visible; "
+          f"{rounds} timed rounds, all rows alternating")
+    steps, flops = {}, {}
+    for case in ["peak", *cases]:
+        steps[case], flops[case] = make_case(case, BATCH.get(case, 0))
+    times = time_interleaved(steps, 2, rounds)
+    wall = {case: statistics.median(t["wall"]) / 1e3 for case, t in times.items()}
+    peak = statistics.median(flops["peak"] / (w / 1e3) for w in times["peak"]["wall"]) / 1e9
+    print(f"fp32 matmul peak ({PEAK_N}x{PEAK_N} jnp.dot): {peak:.0f} GFLOP/s "
+          f"(min-max over rounds {min(flops['peak'] / w * 1e3 for w in times['peak']['wall']) / 1e9:.0f}-"
+          f"{max(flops['peak'] / w * 1e3 for w in times['peak']['wall']) / 1e9:.0f})")
+    header = f"{'step':<10} {'batch':>5} {'GFLOP/call':>10} {'ms/call':>8} {'GFLOP/s':>8} {'share of peak':>13}"
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        achieved = flops[case] / wall[case] / 1e9
+        print(f"{case:<10} {BATCH[case]:>5} {flops[case] / 1e9:>10.1f} {wall[case] * 1e3:>8.0f} {achieved:>8.0f} "
+              f"{achieved / peak:>12.0%}")
+
+    if args.layers:
+        rows = vgg19_layers(BATCH["vgg19-fwd"])
+        layer_steps = {"whole": steps.get("vgg19-fwd") or make_case("vgg19-fwd", BATCH["vgg19-fwd"])[0]}
+        layer_steps.update({name: step for name, step, _ in rows})
+        layer_times = time_interleaved(layer_steps, 2, rounds)
+        total = 0.0
+        print(f"\nVGG19 forward, batch {BATCH['vgg19-fwd']}, layer by layer (each its own jit), medians:")
+        for name, _, fl in rows:
+            ms = statistics.median(layer_times[name]["wall"])
+            total += ms
+            print(f"  {name:<36} {ms:>7.1f} ms {fl / ms / 1e6:>6.0f} GFLOP/s {fl / ms / 1e6 / peak:>5.0%}")
+        whole = statistics.median(layer_times["whole"]["wall"])
+        print(f"  sum of the layers {total:.0f} ms; whole forward {whole:.0f} ms; "
+              f"between layers (classifier, input conversion, pools not timed above) {whole - total:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
