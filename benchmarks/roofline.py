@@ -49,6 +49,11 @@ def flops_of(compiled) -> float:
     return float(analysis["flops"])
 
 
+def executable(step, *args):
+    """The compiled executable a step runs for ``args`` (``CompiledStep`` keeps its own; ``nnx.jit`` lowers)."""
+    return step.compiled_for(*args) if hasattr(step, "compiled_for") else step.lower(*args).compile()
+
+
 def blocking(fn, *args, **kwargs):
     return lambda: jax.block_until_ready(fn(*args, **kwargs))
 
@@ -72,17 +77,17 @@ def make_case(case: str, batch: int):
         images, masks = fixed_batch(batch, 256)
         data = {"image": jnp.asarray(images), "mask": jnp.asarray(masks), "weight": jnp.ones(batch)}
         step = segment_steps.train_step
-        return blocking(step, model, optimizer, data), flops_of(step.compiled_for(model, optimizer, data))
+        return blocking(step, model, optimizer, data), flops_of(executable(step, model, optimizer, data))
     model = SmallCNN(2, rngs=nnx.Rngs(0)) if case == "cnn" else VGG19Classifier(2, rngs=nnx.Rngs(0))
     data = classifier_batch(batch)
     if case == "vgg19-fwd":
         model.eval()
         step = classify_steps.eval_step
-        return blocking(step, model, data), flops_of(step.lower(model, data).compile())
+        return blocking(step, model, data), flops_of(executable(step, model, data))
     model.train()
     optimizer = make_optimizer(model, lr=1e-3, weight_decay=4e-4)
     step = classify_steps.train_step
-    return blocking(step, model, optimizer, data, None), flops_of(step.lower(model, optimizer, data, None).compile())
+    return blocking(step, model, optimizer, data, None), flops_of(executable(step, model, optimizer, data, None))
 
 
 def vgg19_layers(batch: int):

@@ -23,7 +23,8 @@ ratio = torch ms / jaxmri ms, i.e. jaxmri's throughput relative to torch's (> 1 
 The cpu columns are the process's user + system CPU time per step (all threads). On a virtual machine
 whose host takes CPU time away, wall time swings by 2x from minute to minute while CPU time stays
 within a few percent, so the cpu ratio is the steadier measure of how much work each step costs.
-``--tune-malloc`` makes glibc keep freed memory (see ``tune_malloc``) for both frameworks; page faults
+``--tune-malloc`` makes glibc keep freed memory (``jaxmri.allocator.tune_malloc``, what the ``python -m
+jaxmri...`` commands do) for both frameworks; page faults
 on freshly mapped buffers are a large part of both steps' cost with the default allocator settings.
 torch is an optional benchmark extra (``pip install -e .[bench]``); without it only jaxmri is timed.
 
@@ -49,6 +50,8 @@ from flax import nnx
 # The U-Net cases and the core count come from the sibling script (run as a script, its folder is on sys.path).
 from unet_bench import cpu_threads, make_jax_unet_step, make_torch_unet_step, time_interleaved
 
+from jaxmri.allocator import DESCRIPTION as MALLOC_SETTINGS
+from jaxmri.allocator import tune_malloc
 from jaxmri.models import SmallCNN, VGG19Classifier
 from jaxmri.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from jaxmri.models.vgg19 import VGG19_BLOCKS, VGG19_WIDTHS
@@ -65,24 +68,6 @@ CASES = ("cnn", "vgg19", "unet32", "unet64")
 DEFAULT_BATCH = {"cnn": 32, "vgg19": 8, "unet32": 4, "unet64": 4}
 DEFAULT_REPEATS = {"cnn": 10, "vgg19": 4, "unet32": 6, "unet64": 4}
 UNET_SIZE = 256
-
-
-def tune_malloc() -> str:
-    """Make glibc keep freed memory for reuse instead of returning it to the kernel after every step.
-
-    By default glibc serves every allocation above 32 MiB, and every allocation from a non-main thread's
-    arena (XLA runs on its own threads), with a fresh ``mmap``; the pages are then faulted in and zeroed
-    by the kernel on first touch, on every step. One arena and high mmap/trim thresholds remove most of
-    those page faults. Process-wide, so it is an opt-in here (and never done by the library); it must run
-    before XLA and torch start their threads. Linux/glibc only.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # <malloc.h>
-    ok = libc.mallopt(m_arena_max, 1) and libc.mallopt(m_mmap_threshold, 1 << 30)
-    ok = ok and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-    return "mallopt(M_ARENA_MAX=1, M_MMAP_THRESHOLD=1 GiB, M_TRIM_THRESHOLD=2 GiB)" + ("" if ok else " FAILED")
 
 
 def cpu_model() -> str:
@@ -227,8 +212,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per framework (default: per case)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per framework, the first included")
     parser.add_argument("--quick", action="store_true", help="cnn only (unless --cases), 1 warm-up, 3 timed steps")
-    parser.add_argument("--tune-malloc", action="store_true", help="glibc mallopt for both frameworks, see tune_malloc")
+    parser.add_argument("--tune-malloc", action="store_true", help=f"{MALLOC_SETTINGS} for both frameworks, as the jaxmri commands do")
     args = parser.parse_args(argv)
+    # The same settings the python -m jaxmri... entry points apply (jaxmri.allocator); off unless asked.
     malloc_note = tune_malloc() if args.tune_malloc else "glibc defaults"
     cases = (args.cases or ("cnn" if args.quick else ",".join(CASES))).split(",")
     unknown = [c for c in cases if c not in CASES]

@@ -18,22 +18,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmri.data.augment import MAX_ANGLE, augment, to_float
-from jaxmri.training.compiled import CompiledStep
+from jaxmri.training.compiled import YNN_WITHOUT_CONVOLUTIONS, CompiledStep
 from jaxmri.training.losses import segmentation_loss
 
-# XLA's CPU backend (jax 0.12) hands every convolution to YNNPACK by default. YNNPACK's weight-gradient
-# convolution is slow on the U-Net's large, few-channel maps, so this one step is compiled with YNNPACK
-# fusion limited to elementwise and reduce fusions: the forward convolutions still go to YNNPACK, fused
-# with their bias and ReLU, while the gradient convolutions run on XLA's own (Eigen) convolutions.
-# Whole train step on 2 cores, batch 4, 256 x 256, medians of 8 alternating rounds: width 32 1,660 ms
-# with XLA's default, 1,390 ms with YNNPACK off, 1,320 ms with this setting; width 64 4,410 ms off and
-# 4,190 ms with this (the default's gradient alone took 7,600 ms). ``predict_step`` and the classifiers
-# keep XLA's default, which is faster for them. Passed to this one step, unlike the process-wide
-# ``XLA_FLAGS``, so nothing else in the process changes. The option is experimental: on another
-# backend, or a jaxlib that knows neither it nor its values, the step is the plain ``nnx.jit``.
-TRAIN_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE",
-}
+# The train step's CPU compile option (``compiled.YNN_WITHOUT_CONVOLUTIONS``: gradient convolutions on
+# Eigen, not YNNPACK). History of the choice, whole step, batch 4, 256 x 256, 2 cores: width 32
+# 1,660 ms with XLA's default, 1,390 ms with YNNPACK off, 1,320 ms with this setting; width 64 4,410 ms
+# off, 4,190 ms with this (the default's weight gradient alone took 7,600 ms). ``predict_step`` keeps the default.
+TRAIN_COMPILER_OPTIONS = YNN_WITHOUT_CONVOLUTIONS
 _STATIC = ("loss", "max_angle")
 
 
