@@ -6,7 +6,8 @@ Segmentation for Tumor Detection in MRI Data" (see README.md for the map from pa
 The package follows the pipeline: ``data`` (files -> cached arrays -> batches), ``models`` (SmallCNN,
 VGG19Classifier, UNet, Grad-CAM), ``training`` (steps and one epoch loop per task), ``evaluation``
 (metrics, plots, localisation), ``inference`` (using a trained run), ``weights`` (ImageNet VGG19).
-The commands are ``python -m jaxmri.train``, ``python -m jaxmri.predict`` and ``python -m jaxmri.weights``;
+The commands are ``python -m jaxmri.train``, ``python -m jaxmri.evaluate`` (grouped k-fold),
+``python -m jaxmri.predict`` and ``python -m jaxmri.weights``;
 every error a user can cause is a ``jaxmri.errors.JaxmriError``.
 """
 

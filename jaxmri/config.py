@@ -17,7 +17,7 @@ DEFAULT_VGG19_WEIGHTS = "weights/vgg19_imagenet.safetensors"
 
 # The valid values of the choice fields, in one place: the configs check them, the CLI offers them,
 # and ``jaxmri.training.optim`` / ``jaxmri.training.losses`` dispatch on them.
-ARCHS = ("cnn", "vgg19")  # SmallCNN (Table 2), VGG19Classifier (Section 2.2)
+ARCHS = ("cnn", "vgg19", "rescnn")  # SmallCNN (Table 2), VGG19Classifier (Section 2.2), ResCNN (ours, not the paper's)
 PRETRAINED = ("imagenet", "none")
 OPTIMIZERS = ("adam", "adamw")
 LOSSES = ("bce", "dice", "bce+dice")
@@ -27,7 +27,7 @@ LOSSES = ("bce", "dice", "bce+dice")
 class ClassifyConfig:
     """Classification (paper Section 2): SmallCNN (Table 2) or frozen VGG19, Adam (Table 3)."""
 
-    arch: str = "cnn"  # "cnn" = SmallCNN (Table 2), "vgg19" = VGG19Classifier
+    arch: str = "cnn"  # "cnn" = SmallCNN (Table 2), "vgg19" = VGG19Classifier, "rescnn" = our ResCNN recipe
     data: str | None = None  # folder of class folders (yes/, no/); None = generated phantom set
     out: str | None = None  # run directory; None = runs/<time>-classify-<arch>
     epochs: int = 50  # Section 2.2: "We trained the model on 50 epochs"

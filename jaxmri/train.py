@@ -47,15 +47,16 @@ def _common(p: argparse.ArgumentParser, d) -> None:
     p.add_argument("--overwrite", action="store_true", default=None, help="allow writing into a non-empty --out")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m jaxmri.train",
-        description="Train the paper's models on brain MRI: `classify` (tumor yes/no) or `segment` (tumor mask).",
-    )
+def build_parser(prog: str = "python -m jaxmri.train", description: str = "Train the paper's models on brain MRI: "
+                 "`classify` (tumor yes/no) or `segment` (tumor mask).", extra=None) -> argparse.ArgumentParser:
+    """The training flags; ``extra(subparser)`` adds a command's own flags to both tasks (``jaxmri.evaluate``
+    takes every training flag plus its own, so the same flag always means the same thing)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="task", required=True)
     pc = sub.add_parser("classify", help="tumor / no-tumor classification (paper Section 2)",
                         description="Train SmallCNN (Table 2) or a frozen VGG19 with a new 2-way head.")
-    pc.add_argument("--arch", choices=ARCHS, help="cnn = SmallCNN trained from scratch; vgg19 = "
+    pc.add_argument("--arch", choices=ARCHS, help="cnn = SmallCNN trained from scratch; rescnn = our residual "
+                    "CNN with batch norm (not the paper's); vgg19 = "
                     "VGG19 with frozen pre-trained layers and a new head (default cnn)")
     pc.add_argument("--pretrained", choices=PRETRAINED, help="vgg19 backbone: imagenet = converted "
                     "ImageNet weights (the paper); none = random init, clearly labelled (default imagenet)")
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--negatives", type=int, help="add this many no/ images with empty masks (default 0)")
     ps.add_argument("--threshold", type=float, help=f"probability above which a pixel is tumor (default {SEGMENT_DEFAULTS.threshold})")
     _common(ps, SEGMENT_DEFAULTS)
+    if extra is not None:
+        extra(pc), extra(ps)
     return parser
 
 

@@ -1,7 +1,18 @@
-"""Scoring and drawing results: ``metrics`` (confusion matrix, sensitivity / specificity, Dice, IoU,
-pixel accuracy; paper Section 4's future work) and ``plots`` (learning curves, confusion matrix,
-Figure 5 overlays)."""
+"""Scoring and drawing results (paper Section 4's future work).
 
-from jaxmri.evaluation.metrics import classification_report, confusion_matrix, mean_scores, segmentation_scores
+==================  ==========================================================================
+``metrics``         confusion matrix, sensitivity / specificity, balanced accuracy, F1, ROC-AUC; Dice, IoU,
+                    pixel accuracy
+``plots``           learning curves, confusion matrix, Figure 5 overlays, per-fold bars, ROC curves
+``localisation``    does Grad-CAM look at the tumor (pointing game, mass inside, centred baseline)
+``folds``           grouped, stratified k-fold and each round's train / validation / test parts
+``bootstrap``       95% intervals that resample whole duplicate groups
+``crossval``        ``python -m jaxmri.evaluate``: k-fold with model selection on validation only
+==================  ==========================================================================
+"""
 
-__all__ = ["classification_report", "confusion_matrix", "mean_scores", "segmentation_scores"]
+from jaxmri.evaluation.metrics import (binary_scores, classification_report, confusion_matrix, mean_scores, roc_auc,
+                                       segmentation_scores)
+
+__all__ = ["binary_scores", "classification_report", "confusion_matrix", "mean_scores", "roc_auc",
+           "segmentation_scores"]

@@ -63,3 +63,39 @@ def overlays(images, truths, preds, path: Path, *, titles=None, max_rows: int = 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def fold_bars(names, values, path: Path, *, metric: str = "accuracy") -> None:
+    """One bar per cross-validation round with the mean as a line (``cv/folds.png``)."""
+    values = np.asarray(values, np.float64)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.6))
+    ax.bar(range(len(values)), values, color="tab:blue", alpha=0.8)
+    mean = float(np.nanmean(values)) if len(values) else float("nan")
+    ax.axhline(mean, color="tab:red", label=f"mean {mean:.3f}")
+    ax.set(xticks=range(len(names)), ylim=(0, 1), ylabel=f"test {metric}", title=f"held-out {metric} per round")
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def roc_figure(curves, path: Path) -> None:
+    """ROC curves: ``curves`` = [(name, labels, tumor probabilities), ...]; a curve named "pooled" is drawn
+    bold (``cv/roc.png``)."""
+    from jaxmri.evaluation.metrics import roc_auc, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    for name, labels, scores in curves:
+        fpr, tpr = roc_curve(labels, scores)
+        bold = name == "pooled"
+        ax.plot(fpr, tpr, color="black" if bold else None, lw=2.2 if bold else 1.0, alpha=1 if bold else 0.6,
+                label=f"{name} (AUC {roc_auc(labels, scores):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=0.8)
+    ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
+           title="ROC, held-out folds", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -4,14 +4,16 @@
 - ``VGG19Classifier`` (Section 2.2, ``vgg19.py``): torchvision's VGG19, frozen, with a new 2-way head;
   ``jaxmri.weights.load_vgg19`` fills it with ImageNet weights.
 - ``UNet`` (Table 5, corrected; ``unet.py``): the segmentation network.
+- ``ResCNN`` (``res_cnn.py``): our from-scratch recipe (residual blocks, batch norm, global pooling), not the paper's.
 - ``layers.py``: the pooling, normalisation and upsampling they share; ``count_params``.
 
     >>> from jaxmri.models import SmallCNN, UNet, count_params   # doctest: +SKIP
 """
 
 from jaxmri.models.params import count_params
+from jaxmri.models.res_cnn import ResCNN
 from jaxmri.models.small_cnn import SmallCNN
 from jaxmri.models.unet import UNet
 from jaxmri.models.vgg19 import VGG19Classifier
 
-__all__ = ["SmallCNN", "UNet", "VGG19Classifier", "count_params"]
+__all__ = ["ResCNN", "SmallCNN", "UNet", "VGG19Classifier", "count_params"]

@@ -5,9 +5,10 @@
 ``losses``          cross-entropy (classification), BCE / Dice (segmentation)
 ``classify_steps``  the classifiers' ``train_step`` / ``eval_step`` (one ``nnx.jit`` each)
 ``segment_steps``   the U-Net's ``train_step`` / ``predict_step``
-``compiled``        a step compiled with CPU-only XLA options (the U-Net's train step)
-``classify``        classification: ``train_epoch``, ``evaluate``, ``fit``, ``run``
-``segment``         segmentation: ``train_epoch``, ``evaluate``, ``fit``, ``run``
+``compiled``        a step compiled with CPU-only XLA options (both train steps)
+``compile_clock``   seconds spent compiling, from JAX's compile events (printed after epoch 1)
+``classify``        classification: ``train_epoch``, ``evaluate``, ``fit``, ``train_on_split``, ``run``
+``segment``         segmentation: ``train_epoch``, ``evaluate``, ``fit``, ``train_on_split``, ``run``
 ``rundir``          run directories, ``split.json``, orbax checkpoints
 ==================  ==========================================================================
 

@@ -4,7 +4,8 @@
 - ``train_epoch``: one shuffled, augmented pass over the training images with ``classify_steps.train_step``;
 - ``Evaluator`` / ``evaluate``: loss and accuracy on a fixed image set (frozen VGG19 features cached);
 - ``fit``: ``cfg.epochs`` of ``train_epoch`` + ``evaluate``, keeping the best-validation checkpoint;
-- ``run``: data -> split -> model -> ``fit`` -> run directory (``python -m jaxmri.train classify``).
+- ``run``: data -> split -> ``train_on_split`` (model -> ``fit`` -> run directory), which is
+  ``python -m jaxmri.train classify``; ``jaxmri.evaluate`` calls ``train_on_split`` once per fold.
 
 The loop is plain Python around the jitted steps; all state is explicit (model, optimizer, PRNG key,
 epoch number), so a run is a pure function of its config. The lessons call these same functions.
@@ -21,18 +22,19 @@ from tqdm.auto import tqdm
 from jaxmri.config import ClassifyConfig, save_config
 from jaxmri.data.augment import to_float
 from jaxmri.data.batching import apply_in_batches, epoch_batches, gather, num_batches
+from jaxmri.data.dataset import ImageSet
 from jaxmri.data.source import load_dataset, split_or_explain
 from jaxmri.errors import WeightsError
 from jaxmri.evaluation import plots
 from jaxmri.evaluation.metrics import classification_report
-from jaxmri.models import SmallCNN, VGG19Classifier, count_params
+from jaxmri.models import ResCNN, SmallCNN, VGG19Classifier, count_params
 from jaxmri.training.classify_steps import eval_step, train_step
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
 from jaxmri.training.rundir import make_run_dir, restore_checkpoint, save_checkpoint, save_split, write_json
 
 # The paper's Table 4 (mean test accuracy over the 50 epochs).
-PAPER_MEAN_TEST_ACCURACY = {"cnn": 0.6622, "vgg19": 0.7719}
+PAPER_MEAN_TEST_ACCURACY = {"cnn": 0.6622, "vgg19": 0.7719}  # ResCNN is ours: nothing to compare in the paper
 
 
 def make_keys(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -47,6 +49,8 @@ def build_model(cfg: ClassifyConfig, num_classes: int, key_init: jax.Array) -> t
     rngs = nnx.Rngs(params=key_init, dropout=jax.random.fold_in(key_init, 1))
     if cfg.arch == "cnn":
         return SmallCNN(num_classes, image_size=cfg.image_size, rngs=rngs), "scratch"
+    if cfg.arch == "rescnn":
+        return ResCNN(num_classes, rngs=rngs), "scratch"
     if cfg.pretrained == "none":
         return VGG19Classifier(num_classes, rngs=rngs), "random-init"
     from jaxmri.weights import load_vgg19
@@ -186,6 +190,19 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
                         skip_unreadable=cfg.skip_unreadable, progress=progress)
     print(data.summary())
     split = split_or_explain(data.labels, data.groups, cfg)
+    return train_on_split(cfg, data, split, out, progress=progress, t_start=t_start)
+
+
+def train_on_split(cfg: ClassifyConfig, data: ImageSet, split: dict[str, np.ndarray], out: Path, *,
+                   progress: bool = True, t_start: float | None = None) -> dict:
+    """Everything after the split, into run directory ``out``: model, ``fit``, the best-validation
+    checkpoint's test scores, ``split.json``, ``metrics.json`` and figures. Returns the metrics.
+
+    ``python -m jaxmri.train`` and each fold of ``python -m jaxmri.evaluate`` call this. An empty
+    ``split["test"]`` is allowed (model selection runs that must not see the test images): the test
+    figures are then NaN and no test image is ever predicted.
+    """
+    t_start = time.time() if t_start is None else t_start
     save_split(out / "split.json", data, split)
     for part, idx in split.items():
         counts = ", ".join(f"{name} {int(np.sum(data.labels[idx] == c))}" for c, name in enumerate(data.class_names))
@@ -205,8 +222,10 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
                               evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress)
 
     restore_checkpoint(out / "checkpoint", model)
-    test_logits = evaluators["test"].logits(model)
+    test_logits = (evaluators["test"].logits(model) if len(split["test"])
+                   else np.zeros((0, len(data.class_names)), np.float32))
     report = classification_report(evaluators["test"].labels, np.argmax(test_logits, -1))
+    best = history[best_epoch - 1]
     metrics = {
         "arch": cfg.arch,
         "weights": weights_label,
@@ -215,12 +234,14 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
         "split_sizes": {part: len(idx) for part, idx in split.items()},
         "epochs": history,
         "best_epoch": best_epoch,
+        "best_val_accuracy": best["val_accuracy"],
+        "best_val_loss": best["val_loss"],
         "test_accuracy": report["accuracy"],
         "mean_test_accuracy_over_epochs": float(np.mean([r["test_accuracy"] for r in history])),
         "confusion_matrix": report["confusion_matrix"],
         "sensitivity": report["sensitivity"],
         "specificity": report["specificity"],
-        "paper_mean_test_accuracy": PAPER_MEAN_TEST_ACCURACY[cfg.arch],
+        "paper_mean_test_accuracy": PAPER_MEAN_TEST_ACCURACY.get(cfg.arch),
         # The best-validation model's probabilities per test image, so any later tool can pool them.
         "test_predictions": [{"path": data.paths[i], "label": int(data.labels[i]), "probabilities": p}
                              for i, p in zip(split["test"], softmax(test_logits).tolist())],
@@ -229,10 +250,12 @@ def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
     write_json(out / "metrics.json", metrics)
     title = f"{type(model).__name__} ({weights_label})"
     plots.learning_curves(history, out / "learning_curves.png", title=title)
-    plots.confusion_matrix_figure(report["confusion_matrix"], data.class_names, out / "confusion_matrix.png",
-                                  title=f"test, best-val epoch {best_epoch}")
+    if len(split["test"]):
+        plots.confusion_matrix_figure(report["confusion_matrix"], data.class_names, out / "confusion_matrix.png",
+                                      title=f"test, best-val epoch {best_epoch}")
     print(f"best epoch {best_epoch}: test accuracy {report['accuracy']:.4f}, sensitivity {report['sensitivity']:.3f}, "
           f"specificity {report['specificity']:.3f}; mean test accuracy over epochs "
-          f"{metrics['mean_test_accuracy_over_epochs']:.4f} (paper: {PAPER_MEAN_TEST_ACCURACY[cfg.arch]:.4f})")
+          f"{metrics['mean_test_accuracy_over_epochs']:.4f}" + (f" (paper: {PAPER_MEAN_TEST_ACCURACY[cfg.arch]:.4f})"
+                                                                if cfg.arch in PAPER_MEAN_TEST_ACCURACY else ""))
     print(f"results in {out}")
     return metrics

@@ -164,12 +164,33 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
     masks_source = cfg.masks if cfg.masks is not None else phantom_masks_dir(cfg.data, out)
     key_init, key_data, key_neg = make_keys(cfg.seed)
     index, masks = training_set(data, masks_source, cfg.image_size, cfg.negatives, key_neg)
-    images = data.images[index]
-    has_tumor = (masks.reshape(len(masks), -1).max(1) > 0).astype(np.int32)
+    has_tumor = mask_labels(masks)
     split = split_or_explain(has_tumor, data.groups[index], cfg)
+    return train_on_split(cfg, data, index, masks, split, out, masks_source=masks_source, progress=progress,
+                          t_start=t_start)
+
+
+def mask_labels(masks: np.ndarray) -> np.ndarray:
+    """1 for a mask with any tumor pixel, else 0: what the segmentation split is stratified on."""
+    return (masks.reshape(len(masks), -1).max(1) > 0).astype(np.int32)
+
+
+def train_on_split(cfg: SegmentConfig, data: ImageSet, index: np.ndarray, masks: np.ndarray,
+                   split: dict[str, np.ndarray], out: Path, *, masks_source, progress: bool = True,
+                   t_start: float | None = None) -> dict:
+    """Everything after the split, into run directory ``out``: U-Net, ``fit``, the best-validation
+    checkpoint's test scores, ``split.json``, ``metrics.json`` and figures. Returns the metrics.
+
+    ``index`` (M,) rows of ``data`` with ``masks`` uint8 (M, S, S, 1) (``training_set``); ``split`` holds
+    positions into ``index``. ``python -m jaxmri.train segment`` and each fold of ``python -m
+    jaxmri.evaluate segment`` call this; an empty ``split["test"]`` is allowed (NaN test figures).
+    """
+    t_start = time.time() if t_start is None else t_start
+    key_init, key_data, _ = make_keys(cfg.seed)
+    images = data.images[index]
+    has_tumor = mask_labels(masks)
     save_split(out / "split.json", data, split, index=index, labels=has_tumor, class_names=("empty mask", "tumor"))
     print(f"{len(index)} images with masks: " + ", ".join(f"{p} {len(i)}" for p, i in split.items()))
-
     model = build_model(cfg, key_init)
     optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer)
     print(f"model: UNet width {cfg.width}, {count_params(model):,} parameters, loss {cfg.loss}")
@@ -179,7 +200,11 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
 
     restore_checkpoint(out / "checkpoint", model)
     test = split["test"]
-    per_image, probs = evaluate(model, images[test], masks[test], batch_size=cfg.batch_size, threshold=cfg.threshold)
+    if len(test):
+        per_image, probs = evaluate(model, images[test], masks[test], batch_size=cfg.batch_size,
+                                    threshold=cfg.threshold)
+    else:  # a model-selection run: the test images are never predicted
+        per_image, probs = {name: np.zeros(0) for name in ("dice", "iou", "pixel_accuracy", "sensitivity")}, None
     summary = mean_scores(per_image)
     metrics = {
         "dataset": str(data.root),
@@ -189,6 +214,7 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
         "split_sizes": {part: len(idx) for part, idx in split.items()},
         "epochs": history,
         "best_epoch": best_epoch,
+        "best_val_dice": history[best_epoch - 1].get("val_dice", float("nan")),
         **summary,
         "per_image": [{"path": data.paths[index[i]], **{k: float(v[j]) for k, v in per_image.items()}}
                       for j, i in enumerate(test)],
@@ -198,8 +224,10 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
     plots.learning_curves(history, out / "learning_curves.png", keys=("val", "test"), metric="dice",
                           title=f"U-Net width {cfg.width}, {cfg.loss}")
     order = np.argsort(-has_tumor[test], kind="stable")
-    plots.overlays(images[test][order] / 255.0, masks[test][order], (probs[order] > cfg.threshold).astype(np.float32),
-                   out / "overlays.png", titles=[Path(data.paths[index[test[j]]]).name for j in order])
+    if len(test):
+        plots.overlays(images[test][order] / 255.0, masks[test][order],
+                       (probs[order] > cfg.threshold).astype(np.float32),
+                       out / "overlays.png", titles=[Path(data.paths[index[test[j]]]).name for j in order])
     print(f"best epoch {best_epoch}: test Dice {summary['dice']:.4f}, IoU {summary['iou']:.4f}, pixel accuracy "
           f"{summary['pixel_accuracy']:.4f}, sensitivity {summary['sensitivity']:.4f}")
     print(f"results in {out}")
