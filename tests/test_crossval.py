@@ -172,3 +172,13 @@ def test_evaluate_bad_flags_are_one_line_errors(tmp_path, phantom_dir, flags, me
                              *flags], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_repeats_report_seed_to_seed_variation(tmp_path, phantom_dir):
+    out = tmp_path / "rep"
+    assert main(_tiny(out, "--data", str(phantom_dir), "--folds", "2", "--repeats", "2", "--epochs", "1")) == 0
+    cv = json.loads((out / "cv.json").read_text())
+    assert [r["name"] for r in cv["rounds"]] == ["repeat1-fold1", "repeat1-fold2", "repeat2-fold1", "repeat2-fold2"]
+    assert len(cv["per_repeat_mean"]["accuracy"]) == 2 and "repeat_sd" in cv
+    assert len(cv["out_of_fold_predictions"]) == 2 * 20  # every image once per repeat
+    assert "Seed-to-seed variation" in (out / "cv.md").read_text()

@@ -252,14 +252,21 @@ def summarize(task: _Task, results: list[dict], *, resamples: int, seed: int) ->
                for m in names}
     pooled_rows = [row for r in results for row in r["predictions"]]
     pooled = task.scores(pooled_rows)
-    groups = np.array([row["group"] * 1000 + row["repeat"] for row in pooled_rows])
+    # The resampling unit is the duplicate group, with all its rows of every repeat: copies of an image,
+    # or one image predicted in several repeats, are not independent evidence.
+    groups = np.array([row["group"] for row in pooled_rows])
 
     def stat(metric):
         return lambda rows: task.scores([pooled_rows[i] for i in rows])[metric]
 
     intervals = {m: group_bootstrap(stat(m), groups, resamples=resamples, seed=seed) for m in names}
+    repeats = sorted({r["repeat"] for r in results})
+    per_repeat = {m: [float(np.nanmean([r["test"][m] for r in results if r["repeat"] == k])) for k in repeats]
+                  for m in names}
     return {"task": "classify" if task.classify else "segment", "metrics": list(names), "rounds": per_round,
             "mean_sd": mean_sd, "pooled": pooled,
+            "per_repeat_mean": per_repeat,
+            "repeat_sd": {m: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for m, v in per_repeat.items()},
             "pooled_95ci": {m: list(v) for m, v in intervals.items()},
             "bootstrap": {"resamples": resamples, "unit": "duplicate group (all its images together)"},
             "out_of_fold_predictions": pooled_rows}
@@ -276,6 +283,10 @@ def markdown(summary: dict) -> str:
     lines.append("| pooled (95% CI) | | " + " | ".join(
         f"{summary['pooled'][m]:.3f} ({summary['pooled_95ci'][m][0]:.3f}-{summary['pooled_95ci'][m][1]:.3f})"
         for m in names) + " |")
+    if len(summary["per_repeat_mean"][names[0]]) > 1:
+        lines += ["", "Seed-to-seed variation (mean over the folds of each repeat, then sd over repeats): " + "; ".join(
+            f"{m} {', '.join(f'{v:.3f}' for v in summary['per_repeat_mean'][m])} (sd {summary['repeat_sd'][m]:.3f})"
+            for m in names)]
     lines += ["", f"Pooled = every out-of-fold prediction together ({len(summary['out_of_fold_predictions'])}); "
               f"95% CI: {summary['bootstrap']['resamples']} bootstrap resamples of whole duplicate groups."]
     return "\n".join(lines) + "\n"
