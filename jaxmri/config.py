@@ -73,6 +73,7 @@ class SegmentConfig:
     test_fraction: float = 0.27
     val_fraction: float = 0.15
     negatives: int = 0  # how many no/ images to add as all-background masks
+    train_fraction: float = 1.0  # share of the training part's groups used; Section 3.2 also trains on a third
     threshold: float = 0.5  # probability above which a pixel counts as tumor
     skip_unreadable: bool = False
     overwrite: bool = False
@@ -86,6 +87,8 @@ class SegmentConfig:
             raise ValueError(f"--image-size must be a multiple of 16 (four 2x2 poolings), got {self.image_size}.")
         if self.negatives < 0:
             raise ValueError(f"--negatives must be 0 or more, got {self.negatives}.")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}.")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"--threshold must be between 0 and 1, got {self.threshold}.")
 

@@ -74,6 +74,9 @@ def build_parser(prog: str = "python -m jaxmri.train", description: str = "Train
     ps.add_argument("--width", type=int, help=f"filters of the first U-Net block (64 = the paper; default "
                     f"{SEGMENT_DEFAULTS.width} to fit a CPU budget)")
     ps.add_argument("--negatives", type=int, help="add this many no/ images with empty masks (default 0)")
+    ps.add_argument("--train-fraction", type=float, help="train on this share of the training part's duplicate "
+                    "groups, per class (1/3: the paper's Section 3.2 comparison); validation and test unchanged "
+                    "(default 1)")
     ps.add_argument("--threshold", type=float, help=f"probability above which a pixel is tumor (default {SEGMENT_DEFAULTS.threshold})")
     _common(ps, SEGMENT_DEFAULTS)
     if extra is not None:

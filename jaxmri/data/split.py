@@ -100,3 +100,28 @@ def grouped_stratified_split(labels, groups, *, test_fraction: float = 0.27, val
 
     part_of = np.array([assignment[int(g)] for g in groups], dtype=object)
     return {part: np.flatnonzero(part_of == part).astype(np.int64) for part in PARTS}
+
+
+def grouped_subset(indices, labels, groups, fraction: float, *, seed: int = 0) -> np.ndarray:
+    """About ``fraction`` of the images at ``indices``, taken per class in whole duplicate groups.
+
+    Each class keeps at least one group. ``fraction`` 1 returns ``indices`` unchanged; the rest is
+    sorted. The paper's Section 3.2 trains a U-Net on "a third of the data set" this way
+    (``--train-fraction``). Depends only on its arguments: the same seed gives the same subset.
+    """
+    indices = np.asarray(indices, np.int64)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
+    if fraction == 1.0 or not len(indices):
+        return indices
+    labels, groups = np.asarray(labels)[indices], np.asarray(groups)[indices]
+    rng = np.random.default_rng(seed)
+    group_label = _group_labels(labels, groups)
+    sizes = {int(g): int(c) for g, c in zip(*np.unique(groups, return_counts=True))}
+    kept: set[int] = set()
+    for cls in sorted(set(group_label.values())):
+        class_groups = sorted(g for g, lab in group_label.items() if lab == cls)
+        order = [class_groups[i] for i in rng.permutation(len(class_groups))]
+        target = round(fraction * sum(sizes[g] for g in order))
+        kept.update(_take(order, sizes, target, minimum=1, keep=0))
+    return np.sort(indices[np.isin(groups, list(kept))])

@@ -33,12 +33,12 @@ import numpy as np
 
 from jaxmri.config import ClassifyConfig, save_config
 from jaxmri.data.source import load_dataset
-from jaxmri.errors import DataError, RunDirError
+from jaxmri.errors import DataError
 from jaxmri.evaluation import plots
 from jaxmri.evaluation.bootstrap import RESAMPLES, group_bootstrap
 from jaxmri.evaluation.folds import fold_split, grouped_stratified_folds
 from jaxmri.evaluation.metrics import binary_scores, mean_scores
-from jaxmri.training.rundir import make_run_dir, write_json
+from jaxmri.training.rundir import open_resumable, write_json
 
 CLASSIFY_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "roc_auc")
 SEGMENT_METRICS = ("dice", "iou", "pixel_accuracy", "sensitivity")
@@ -78,25 +78,6 @@ def _comparable(cfg) -> dict:
     for name in ("out", "overwrite"):
         values.pop(name)
     return values
-
-
-def _open_output(out: Path, settings: dict, overwrite: bool) -> Path:
-    """The evaluation directory: new, or the same command's earlier one (resume), never a foreign one."""
-    record = out / "cv_config.json"
-    if record.is_file() and not overwrite:
-        try:
-            before = json.loads(record.read_text())
-        except (OSError, ValueError) as err:
-            raise RunDirError(f"{record}: cannot be read ({err}); pass --overwrite to start again.") from None
-        differ = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if differ:
-            raise RunDirError(f"--out {out} holds an evaluation with other settings ({', '.join(differ)}); "
-                              "use another --out, the same flags to resume, or --overwrite.")
-        print(f"resuming the evaluation in {out}: finished rounds are kept")
-        return out
-    out = make_run_dir(str(out), "evaluate", overwrite=overwrite)
-    write_json(record, settings)
-    return out
 
 
 class _Task:
@@ -178,7 +159,9 @@ def cross_validate(cfg, *, folds: int = 5, repeats: int = 1, grid: list[dict] | 
         raise ValueError(f"--repeats must be at least 1, got {repeats}.")
     settings = {"task": "classify" if isinstance(cfg, ClassifyConfig) else "segment", "config": _comparable(cfg),
                 "folds": folds, "repeats": repeats, "grid": grid, "resamples": resamples}
-    out = _open_output(Path(out), settings, overwrite)
+    out, resuming = open_resumable(Path(out), settings, record="cv_config.json", kind="evaluation", overwrite=overwrite)
+    if resuming:
+        print(f"resuming the evaluation in {out}: finished rounds are kept")
     task = _Task(cfg, out, progress)
     plans = []
     for repeat in range(repeats):
@@ -233,7 +216,8 @@ def cross_validate(cfg, *, folds: int = 5, repeats: int = 1, grid: list[dict] | 
               f"{left} round(s) left, about {eta / 60:.0f} min")
 
     summary = summarize(task, results, resamples=resamples, seed=cfg.seed)
-    summary.update({"settings": settings, "wall_time_s": time.time() - t_start})
+    summary.update({"settings": settings, "wall_time_s": time.time() - t_start,
+                    "rounds_seconds": float(sum(r["seconds"] for r in results))})
     write_json(out / "cv.json", summary)
     (out / "cv.md").write_text(markdown(summary))
     draw(task, results, out)

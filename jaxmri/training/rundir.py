@@ -31,6 +31,30 @@ def make_run_dir(out: str | None, kind: str, *, overwrite: bool) -> Path:
     return path
 
 
+def open_resumable(out: Path, settings: dict, *, record: str, kind: str, overwrite: bool) -> tuple[Path, bool]:
+    """A directory for a long, resumable job (``evaluate``, ``reproduce``): ``(path, resuming)``.
+
+    A new directory is made as ``make_run_dir`` does and ``settings`` written to ``out / record``. If
+    that file is there already with the same settings, the job resumes into it; with other settings it
+    is refused with the names of the settings that differ (``overwrite`` starts again instead).
+    """
+    out = Path(out)
+    path = out / record
+    if path.is_file() and not overwrite:
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise RunDirError(f"{path}: cannot be read ({err}); pass --overwrite to start again.") from None
+        differ = sorted(k for k in set(before) | set(settings) if before.get(k) != _jsonable(settings).get(k))
+        if differ:
+            raise RunDirError(f"--out {out} holds a {kind} with other settings ({', '.join(differ)}); use another "
+                              "--out, the same flags to resume, or --overwrite.")
+        return out, True
+    out = make_run_dir(str(out), kind, overwrite=overwrite)
+    write_json(path, settings)
+    return out, False
+
+
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

@@ -27,6 +27,7 @@ from jaxmri.data.crop import crop_resize
 from jaxmri.data.dataset import ImageSet
 from jaxmri.data.masks import load_masks
 from jaxmri.data.source import load_dataset, phantom_masks_dir, split_or_explain
+from jaxmri.data.split import grouped_subset
 from jaxmri.errors import DataError
 from jaxmri.evaluation import plots
 from jaxmri.evaluation.metrics import mean_scores, segmentation_scores
@@ -189,6 +190,11 @@ def train_on_split(cfg: SegmentConfig, data: ImageSet, index: np.ndarray, masks:
     key_init, key_data, _ = make_keys(cfg.seed)
     images = data.images[index]
     has_tumor = mask_labels(masks)
+    if cfg.train_fraction < 1.0:
+        kept = grouped_subset(split["train"], has_tumor, data.groups[index], cfg.train_fraction, seed=cfg.seed)
+        print(f"--train-fraction {cfg.train_fraction:g}: training on {len(kept)} of the {len(split['train'])} "
+              "training images (whole duplicate groups, per class)")
+        split = {**split, "train": kept}
     save_split(out / "split.json", data, split, index=index, labels=has_tumor, class_names=("empty mask", "tumor"))
     print(f"{len(index)} images with masks: " + ", ".join(f"{p} {len(i)}" for p, i in split.items()))
     model = build_model(cfg, key_init)
