@@ -21,6 +21,7 @@ ARCHS = ("cnn", "vgg19", "rescnn")  # SmallCNN (Table 2), VGG19Classifier (Secti
 PRETRAINED = ("imagenet", "none")
 OPTIMIZERS = ("adam", "adamw")
 LOSSES = ("bce", "dice", "bce+dice")
+SCHEDULES = ("constant", "cosine")  # learning rate over the run: the paper's constant, or cosine decay to 0
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class ClassifyConfig:
     lr: float = 1e-3  # Table 3 (the text says 0.01; the table's 0.001 is used)
     weight_decay: float = 4e-4  # Table 3, L2 added to the gradient as PyTorch's Adam does
     optimizer: str = "adam"  # "adam" (the paper) or "adamw" (decoupled decay)
+    schedule: str = "constant"  # "constant" (the paper) or "cosine" (decay to 0 over the run; ours)
+    label_smoothing: float = 0.0  # 0 = the paper's plain cross-entropy; e.g. 0.1 (ours)
+    tta: bool = False  # test-time flip averaging: logits of image and mirror image averaged (ours)
     seed: int = 0
     image_size: int = 224  # Section 2.1: resized to (224, 224)
     max_angle: float = 15.0  # rotation range in degrees; the paper does not give one
@@ -49,6 +53,8 @@ class ClassifyConfig:
         _check_common(self)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("pretrained", self.pretrained, PRETRAINED)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.image_size % 4 or self.image_size < 32:
             raise ValueError(f"--image-size must be a multiple of 4 and at least 32, got {self.image_size}.")
 
@@ -65,6 +71,7 @@ class SegmentConfig:
     lr: float = 1e-3  # Table 5 caption
     weight_decay: float = 0.0  # the paper gives none for the U-Net
     optimizer: str = "adam"
+    schedule: str = "constant"
     loss: str = "bce"  # "bce" (the paper's cross-entropy), "dice", "bce+dice"
     width: int = 32  # base filters; 64 = the paper, 32 fits a CPU budget
     seed: int = 0
@@ -103,6 +110,7 @@ def _check_common(cfg) -> None:
     if cfg.weight_decay < 0:
         raise ValueError(f"--weight-decay must be 0 or more, got {cfg.weight_decay}.")
     _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _check_choice("schedule", cfg.schedule, SCHEDULES)
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ValueError(f"--test-fraction must be between 0 and 1, got {cfg.test_fraction}.")
     if not 0.0 <= cfg.val_fraction < 1.0:

@@ -14,7 +14,7 @@ import dataclasses
 import sys
 
 from jaxmri.allocator import tune_malloc
-from jaxmri.config import ARCHS, LOSSES, OPTIMIZERS, PRETRAINED, ClassifyConfig, SegmentConfig, load_config
+from jaxmri.config import ARCHS, LOSSES, OPTIMIZERS, PRETRAINED, SCHEDULES, ClassifyConfig, SegmentConfig, load_config
 from jaxmri.errors import JaxmriError
 
 # The defaults each flag's help text quotes.
@@ -34,6 +34,8 @@ def _common(p: argparse.ArgumentParser, d) -> None:
                    f"(default {d.weight_decay})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam = the paper (L2 in the gradient); adamw = "
                    "decoupled weight decay (default adam)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning rate over the run: constant = the paper; cosine = "
+                   "decay to 0 by the last step (default constant)")
     p.add_argument("--seed", type=int, help=f"seed for the split, initial weights, shuffling and augmentation "
                    f"(default {d.seed}); the same seed gives the same run")
     p.add_argument("--image-size", type=int, help=f"side the cropped images are resized to (default {d.image_size})")
@@ -62,6 +64,10 @@ def build_parser(prog: str = "python -m jaxmri.train", description: str = "Train
                     "ImageNet weights (the paper); none = random init, clearly labelled (default imagenet)")
     pc.add_argument("--weights", help=f"converted ImageNet weights file (default {CLASSIFY_DEFAULTS.weights}; make it with "
                     "`python -m jaxmri.weights download vgg19`)")
+    pc.add_argument("--label-smoothing", type=float, help="cross-entropy against targets smoothed by this much "
+                    "(0 = the paper's plain cross-entropy; default 0)")
+    pc.add_argument("--tta", action="store_true", default=None, help="test-time augmentation: average the logits of "
+                    "each image and its mirror image, in validation, test and predict (default off)")
     _common(pc, CLASSIFY_DEFAULTS)
     ps = sub.add_parser("segment", help="tumor segmentation with a U-Net (paper Section 3)",
                         description="Train the paper's U-Net on tumor masks.",

@@ -132,7 +132,8 @@ class _Task:
         model = load_run(run_dir).model
         rows = [{"path": self.paths[i], "label": int(self.labels[i]), "group": int(self.groups[i])} for i in test]
         if self.classify:
-            evaluator = self.module.Evaluator(model, self.data.images[test], self.labels[test], self.cfg.batch_size)
+            evaluator = self.module.Evaluator(model, self.data.images[test], self.labels[test], self.cfg.batch_size,
+                                              tta=self.cfg.tta)
             probs = self.module.softmax(evaluator.logits(model))
             tumor = self.module.tumor_class(self.data.class_names)
             for row, p in zip(rows, probs):

@@ -24,8 +24,7 @@ from jaxmri.errors import BadImageError, DataError
 from jaxmri.inference.load import Run
 from jaxmri.inference.outputs import paste_back, peak_xy, write_heatmap, write_mask, write_overlay
 from jaxmri.models.gradcam import gradcam
-from jaxmri.training.classify import softmax, tumor_class
-from jaxmri.training.classify_steps import eval_step
+from jaxmri.training.classify import Evaluator, softmax, tumor_class
 from jaxmri.training.segment_steps import predict_step
 
 
@@ -97,10 +96,10 @@ def predict_files(run: Run, files: list[str], out: Path, *, explain: bool = Fals
         crops = np.stack([prepared[i][1] for i in good]) if good else None
         if good and run.task == "segment":
             outputs = apply_in_batches(predict_step, run.model, crops, batch_size)[..., 0]
-        elif good and explain:
-            outputs = apply_in_batches(gradcam, run.model, crops, batch_size, target=tumor)
-        elif good:
-            outputs = softmax(apply_in_batches(eval_step, run.model, crops, batch_size))
+        elif good:  # the class probabilities exactly as validation and test computed them (with --tta if the run used it)
+            probs = softmax(Evaluator(run.model, crops, np.zeros(len(crops), np.int32), batch_size,
+                                      tta=run.cfg.tta).logits(run.model))
+            heats = apply_in_batches(gradcam, run.model, crops, batch_size, target=tumor)[0] if explain else None
         chunk_records = [{"file": f, "error": reason} for f, reason in zip(chunk, errors)]
         for j, i in enumerate(good):
             rgb, _, box = prepared[i]
@@ -113,11 +112,11 @@ def predict_files(run: Run, files: list[str], out: Path, *, explain: bool = Fals
                 write_mask(out / record["mask"], mask)
                 write_overlay(out / record["overlay"], rgb, mask)
             else:
-                probs = outputs[1][j] if explain else outputs[j]
-                record.update(label=run.class_names[int(np.argmax(probs))], tumor_probability=float(probs[tumor]),
-                              probabilities={c: float(p) for c, p in zip(run.class_names, probs)}, box=list(box))
+                p = probs[j]
+                record.update(label=run.class_names[int(np.argmax(p))], tumor_probability=float(p[tumor]),
+                              probabilities={c: float(v) for c, v in zip(run.class_names, p)}, box=list(box))
                 if explain:
-                    heat = paste_back(outputs[0][j], box, size)
+                    heat = paste_back(heats[j], box, size)
                     record.update(gradcam_peak=list(peak_xy(heat)), gradcam=f"{name}_gradcam.png")
                     write_heatmap(out / record["gradcam"], rgb, heat, record["gradcam_peak"])
                     if keep_heat:

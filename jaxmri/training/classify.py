@@ -69,8 +69,8 @@ def check_weights_available(cfg: ClassifyConfig) -> None:
 
 
 def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray], indices: np.ndarray,
-                key: jax.Array, *, batch_size: int, max_angle: float, progress: bool = False,
-                desc: str = "train") -> dict[str, float]:
+                key: jax.Array, *, batch_size: int, max_angle: float, label_smoothing: float = 0.0,
+                progress: bool = False, desc: str = "train") -> dict[str, float]:
     """One epoch: ``arrays`` (``"image"`` uint8 (N, S, S, 3), ``"label"`` int32 (N,)) rows ``indices``,
     shuffled and augmented with ``key``, in fixed-size padded batches.
 
@@ -83,7 +83,7 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
                desc=desc, disable=not progress, leave=False)
     for step, (rows, weight) in enumerate(bar):
         result = train_step(model, optimizer, gather(arrays, rows, weight), jax.random.fold_in(key_aug, step),
-                            max_angle=max_angle)
+                            max_angle=max_angle, label_smoothing=label_smoothing)
         # A CPU-device sync point per step: the progress bar shows the running loss.
         for name in sums:
             sums[name] += float(result[name])
@@ -105,20 +105,26 @@ class Evaluator:
     """Logits of a fixed image set, re-using frozen VGG19 features across epochs when that is exact.
 
     ``images`` uint8 (N, S, S, 3) and ``labels`` int32 (N,); ``logits(model)`` is float32 (N, classes).
+    ``tta``: the mean of the logits of each image and of its mirror image (test-time flip averaging;
+    the training augmentation flips too, so the model has seen both).
     """
 
-    def __init__(self, model: nnx.Module, images: np.ndarray, labels: np.ndarray, batch_size: int):
-        self.images, self.labels, self.batch_size = images, labels, batch_size
+    def __init__(self, model: nnx.Module, images: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                 tta: bool = False):
+        self.labels, self.batch_size = labels, batch_size
+        self.views = [images, np.ascontiguousarray(images[:, :, ::-1])] if tta else [images]
         self.features = None
         if isinstance(model, VGG19Classifier) and model.freeze_backbone and len(images):
             model.eval()
-            self.features = apply_in_batches(_embed, model, images, batch_size)
+            self.features = [apply_in_batches(_embed, model, view, batch_size) for view in self.views]
 
     def logits(self, model: nnx.Module) -> np.ndarray:
         model.eval()
         if self.features is not None:
-            return np.asarray(_head_logits(model, self.features))
-        return apply_in_batches(eval_step, model, self.images, self.batch_size)
+            outputs = [np.asarray(_head_logits(model, features)) for features in self.features]
+        else:
+            outputs = [apply_in_batches(eval_step, model, view, self.batch_size) for view in self.views]
+        return outputs[0] if len(outputs) == 1 else np.mean(outputs, axis=0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -158,7 +164,8 @@ def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays
         t0, compile_start = time.time(), compile_seconds()
         record = {"epoch": epoch + 1, **train_epoch(
             model, optimizer, arrays, train, jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
-            max_angle=cfg.max_angle, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")}
+            max_angle=cfg.max_angle, label_smoothing=cfg.label_smoothing, progress=progress,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}")}
         val, test = evaluate(model, evaluators["val"]), evaluate(model, evaluators["test"])
         record.update({"val_loss": val["loss"], "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
                        "seconds": time.time() - t0})
@@ -212,12 +219,13 @@ def train_on_split(cfg: ClassifyConfig, data: ImageSet, split: dict[str, np.ndar
     model, weights_label = build_model(cfg, len(data.class_names), key_init)
     if weights_label == "random-init":
         print("VGG19 backbone: RANDOM INIT (--pretrained none), frozen; only the head trains. Not the paper's ImageNet model.")
-    optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer)
+    optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer,
+                               schedule=cfg.schedule, steps=cfg.epochs * num_batches(len(split["train"]), cfg.batch_size))
     print(f"model: {type(model).__name__} ({weights_label}), {count_params(model):,} parameters, "
           f"{count_params(model, optimizer.wrt):,} trainable")
 
-    evaluators = {part: Evaluator(model, data.images[split[part]], data.labels[split[part]], cfg.batch_size)
-                  for part in ("val", "test")}
+    evaluators = {part: Evaluator(model, data.images[split[part]], data.labels[split[part]], cfg.batch_size,
+                                  tta=cfg.tta) for part in ("val", "test")}
     history, best_epoch = fit(cfg, model, optimizer, {"image": data.images, "label": data.labels}, split["train"],
                               evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress)
 

@@ -25,9 +25,12 @@ from jaxmri.training.compiled import YNN_WITHOUT_CONVOLUTIONS, CompiledStep
 from jaxmri.training.losses import cross_entropy
 
 
-@partial(nnx.jit, graph_updates=False, static_argnames=("max_angle",))
+_STATIC = ("max_angle", "label_smoothing")  # compile-time settings: one executable per value
+
+
+@partial(nnx.jit, graph_updates=False, static_argnames=_STATIC)
 def plain_train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, key: jax.Array | None = None, *,
-                     max_angle: float = MAX_ANGLE) -> dict:
+                     max_angle: float = MAX_ANGLE, label_smoothing: float = 0.0) -> dict:
     """One Adam step on a batch; augments it on device first when ``key`` is given.
 
     Only ``optimizer.wrt`` (the model's trainable parameters) is differentiated, so frozen layers get
@@ -38,7 +41,7 @@ def plain_train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, k
 
     def loss_fn(model):
         logits = model(images)
-        return cross_entropy(logits, batch["label"], batch["weight"]), logits
+        return cross_entropy(logits, batch["label"], batch["weight"], label_smoothing), logits
 
     grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)
     (loss, logits), grads = grad_fn(model)
@@ -51,7 +54,7 @@ def plain_train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict, k
 # What the library calls: the same step compiled with the train steps' CPU option (Eigen, not YNNPACK,
 # for the convolutions: SmallCNN 1.13-1.18x faster, VGG19 the same; ``compiled.YNN_WITHOUT_CONVOLUTIONS``).
 TRAIN_COMPILER_OPTIONS = YNN_WITHOUT_CONVOLUTIONS
-train_step = CompiledStep(plain_train_step, TRAIN_COMPILER_OPTIONS, static_argnames=("max_angle",))
+train_step = CompiledStep(plain_train_step, TRAIN_COMPILER_OPTIONS, static_argnames=_STATIC)
 
 
 @nnx.jit(graph_updates=False)

@@ -15,12 +15,18 @@ import optax
 from jaxmri.config import LOSSES
 
 
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weight: jnp.ndarray, smoothing: float = 0.0) -> jnp.ndarray:
     """Mean softmax cross-entropy over the real (weight 1) examples: PyTorch's ``CrossEntropyLoss``.
 
-    ``logits`` float32 (B, C), ``labels`` int32 (B,), ``weight`` float32 (B,) in {0, 1}.
+    ``logits`` float32 (B, C), ``labels`` int32 (B,), ``weight`` float32 (B,) in {0, 1}. ``smoothing`` > 0
+    trains against ``(1 - smoothing) * one_hot + smoothing / C`` (label smoothing, PyTorch's
+    ``label_smoothing``), which keeps the logits of a small data set from growing without bound.
     """
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+        losses = optax.softmax_cross_entropy(logits, targets)
+    else:
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return jnp.sum(losses * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 

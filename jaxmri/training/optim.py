@@ -13,15 +13,22 @@ leaves' raw gradients through as updates.)
 import optax
 from flax import nnx
 
-from jaxmri.config import OPTIMIZERS
+from jaxmri.config import OPTIMIZERS, SCHEDULES
 
 
-
-def make_tx(*, lr: float, weight_decay: float, kind: str = "adam", b1: float = 0.9) -> optax.GradientTransformation:
+def make_tx(*, lr: float, weight_decay: float, kind: str = "adam", b1: float = 0.9, schedule: str = "constant",
+            steps: int | None = None) -> optax.GradientTransformation:
     """Adam with PyTorch-style L2 weight decay (``kind="adam"``, the paper) or AdamW (``kind="adamw"``).
 
-    ``b1`` is the paper's "momentum 0.9" (Adam's first-moment decay).
+    ``b1`` is the paper's "momentum 0.9" (Adam's first-moment decay). ``schedule="cosine"`` decays the
+    learning rate from ``lr`` to 0 over ``steps`` optimizer steps (the whole run); "constant" is the paper's.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+    if schedule == "cosine":
+        if not steps:
+            raise ValueError("a cosine schedule needs the run's number of optimizer steps.")
+        lr = optax.cosine_decay_schedule(lr, steps)
     if kind == "adam":
         if weight_decay:
             return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr, b1=b1))
@@ -31,6 +38,8 @@ def make_tx(*, lr: float, weight_decay: float, kind: str = "adam", b1: float = 0
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {kind!r}.")
 
 
-def make_optimizer(model: nnx.Module, *, lr: float, weight_decay: float, kind: str = "adam") -> nnx.Optimizer:
+def make_optimizer(model: nnx.Module, *, lr: float, weight_decay: float, kind: str = "adam", schedule: str = "constant",
+                   steps: int | None = None) -> nnx.Optimizer:
     """``nnx.Optimizer`` over ``model.trainable_filter()`` only (frozen parameters hold no state)."""
-    return nnx.Optimizer(model, make_tx(lr=lr, weight_decay=weight_decay, kind=kind), wrt=model.trainable_filter())
+    tx = make_tx(lr=lr, weight_decay=weight_decay, kind=kind, schedule=schedule, steps=steps)
+    return nnx.Optimizer(model, tx, wrt=model.trainable_filter())

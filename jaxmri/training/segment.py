@@ -198,7 +198,8 @@ def train_on_split(cfg: SegmentConfig, data: ImageSet, index: np.ndarray, masks:
     save_split(out / "split.json", data, split, index=index, labels=has_tumor, class_names=("empty mask", "tumor"))
     print(f"{len(index)} images with masks: " + ", ".join(f"{p} {len(i)}" for p, i in split.items()))
     model = build_model(cfg, key_init)
-    optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer)
+    optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer,
+                               schedule=cfg.schedule, steps=cfg.epochs * num_batches(len(split["train"]), cfg.batch_size))
     print(f"model: UNet width {cfg.width}, {count_params(model):,} parameters, loss {cfg.loss}")
 
     history, best_epoch = fit(cfg, model, optimizer, {"image": images, "mask": masks}, split, key_data,
