@@ -13,12 +13,12 @@ are refused with the names of the differing settings.
 """
 
 import sys
-import time
 
 from jaxmri.allocator import tune_malloc
 from jaxmri.errors import JaxmriError
 from jaxmri.evaluation.bootstrap import RESAMPLES
 from jaxmri.train import build_parser, config_from_args
+from jaxmri.training.rundir import default_run_dir
 
 
 def _evaluate_flags(p) -> None:
@@ -40,6 +40,8 @@ def main(argv=None) -> int:
 
     try:
         try:
+            if args.resume is not None:
+                raise ValueError("an evaluation resumes by running the same command again (same --out); drop --resume.")
             cfg = config_from_args(args)
             grid = parse_grid(args.tune, type(cfg))
             if args.folds < 2:
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
                 raise ValueError(f"--bootstrap must be at least 100 resamples, got {args.bootstrap}.")
         except ValueError as err:
             parser.error(str(err))
-        out = cfg.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-cv-{args.task}"
+        out = cfg.out or default_run_dir(f"cv-{args.task}")
         cross_validate(cfg, folds=args.folds, repeats=args.repeats, grid=grid, resamples=args.bootstrap, out=out,
                        overwrite=bool(cfg.overwrite))
     except JaxmriError as err:

@@ -11,11 +11,13 @@ override it (a new run directory unless ``--out`` says otherwise).
 
 import argparse
 import dataclasses
+import errno
 import sys
+from pathlib import Path
 
 from jaxmri.allocator import tune_malloc
 from jaxmri.config import ARCHS, LOSSES, OPTIMIZERS, PRETRAINED, SCHEDULES, ClassifyConfig, SegmentConfig, load_config
-from jaxmri.errors import JaxmriError
+from jaxmri.errors import JaxmriError, RunDirError
 
 # The defaults each flag's help text quotes.
 CLASSIFY_DEFAULTS, SEGMENT_DEFAULTS = ClassifyConfig(), SegmentConfig()
@@ -24,6 +26,8 @@ CLASSIFY_DEFAULTS, SEGMENT_DEFAULTS = ClassifyConfig(), SegmentConfig()
 def _common(p: argparse.ArgumentParser, d) -> None:
     p.add_argument("--config", help="repeat a run: start from that run's config.json; the other flags given "
                    "override it (it writes a new run directory unless --out names one)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run that stopped (crash, Ctrl-C, full disk) after "
+                   "its last finished epoch, bit-identical to a run never stopped; flags given must match its config")
     p.add_argument("--data", help="folder with one sub-folder per class (yes/ = tumor, no/ = no tumor), e.g. "
                    "../shared/data/brain_tumor_dataset; without it a generated phantom set is used")
     p.add_argument("--out", help="run directory for results (default: runs/<time>-<task>)")
@@ -100,6 +104,10 @@ def config_from_args(args: argparse.Namespace):
     cls = ClassifyConfig if args.task == "classify" else SegmentConfig
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if getattr(args, "resume", None) is not None:
+        if args.config is not None:
+            raise ValueError("--resume continues a run with its own config; drop --config.")
+        return resume_config(args.resume, cls, given)
     if args.config is None:
         return cls(**given)
     base = load_config(args.config)
@@ -110,22 +118,62 @@ def config_from_args(args: argparse.Namespace):
     return dataclasses.replace(base, **{"out": None, "overwrite": False, **given})
 
 
+def resume_config(run_dir: str, cls, given: dict):
+    """The config of the run in ``run_dir``, for ``--resume``: the flags ``given`` must agree with it.
+
+    Raises ``RunDirError`` naming the run when it is not a run of this task, and naming each differing
+    setting (saved value and given value) when the flags ask for another run.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"--resume {run_dir}: no such run directory; pass a folder that python -m jaxmri.train wrote.")
+    base = load_config(run / "config.json")
+    if not isinstance(base, cls):
+        raise RunDirError(f"--resume {run_dir}: this is a {type(base).__name__} run; resume it with the other task.")
+    differ = [f"{k.replace('_', '-')} {getattr(base, k)!r} (given {v!r})" for k, v in given.items()
+              if k not in ("out", "overwrite") and getattr(base, k) != v]
+    if differ:
+        raise RunDirError(f"--resume {run_dir}: this run was started with other settings: {'; '.join(differ)}. "
+                          "Drop those flags to resume it, or start a new run with --out.")
+    if "out" in given and Path(given["out"]).absolute() != run.absolute():
+        raise RunDirError(f"--resume {run_dir} writes into that run; drop --out {given['out']}.")
+    return dataclasses.replace(base, out=str(run), overwrite=False)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    cfg = None
     try:
         try:
             cfg = config_from_args(args)
         except ValueError as err:  # a flag value the config refuses: argparse's usage line and exit 2
             parser.error(str(err))
+        if cfg.out is None:  # named now, so an interruption can say which run to resume
+            from jaxmri.training.rundir import default_run_dir
+
+            kind = f"classify-{cfg.arch}" if args.task == "classify" else "segment"
+            cfg = dataclasses.replace(cfg, out=str(default_run_dir(kind)))
         if args.task == "classify":
             from jaxmri.training.classify import run
         else:
             from jaxmri.training.segment import run
-        run(cfg)
+        run(cfg, resume=args.resume is not None)
     except JaxmriError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_status
+    except KeyboardInterrupt:
+        if cfg is None:
+            return 130
+        print(f"interrupted: {cfg.out} keeps every finished epoch; continue with `python -m jaxmri.train {args.task} "
+              f"--resume {cfg.out}`.", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno != errno.ENOSPC or cfg is None:
+            raise
+        print(f"error: the disk is full ({err.filename or cfg.out}); {cfg.out} keeps every finished epoch: free some "
+              f"space, then `python -m jaxmri.train {args.task} --resume {cfg.out}`.", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -38,7 +38,7 @@ from jaxmri.evaluation import plots
 from jaxmri.evaluation.bootstrap import RESAMPLES, group_bootstrap
 from jaxmri.evaluation.folds import fold_split, grouped_stratified_folds
 from jaxmri.evaluation.metrics import binary_scores, mean_scores
-from jaxmri.training.rundir import open_resumable, write_json
+from jaxmri.training.rundir import has_state, open_resumable, write_json
 
 CLASSIFY_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "roc_auc")
 SEGMENT_METRICS = ("dice", "iou", "pixel_accuracy", "sensitivity")
@@ -114,11 +114,14 @@ class _Task:
         self.paths = [self.data.paths[i] for i in self.index]
 
     def train(self, cfg, split: dict[str, np.ndarray], run_dir: Path) -> dict:
+        """Train one candidate into ``run_dir``; a candidate that stopped part-way continues from its last
+        finished epoch (``rundir.save_state``), bit-identical to one never stopped."""
         save_config(cfg, run_dir / "config.json")
+        resume = has_state(run_dir)
         if self.classify:
-            return self.module.train_on_split(cfg, self.data, split, run_dir, progress=self.progress)
+            return self.module.train_on_split(cfg, self.data, split, run_dir, progress=self.progress, resume=resume)
         return self.module.train_on_split(cfg, self.data, self.index, self.masks, split, run_dir,
-                                          masks_source=self.masks_source, progress=self.progress)
+                                          masks_source=self.masks_source, progress=self.progress, resume=resume)
 
     def val_score(self, metrics: dict) -> tuple:
         if self.classify:
@@ -183,9 +186,7 @@ def cross_validate(cfg, *, folds: int = 5, repeats: int = 1, grid: list[dict] | 
             print(f"{name}: finished earlier, kept")
             continue
         t_fold = time.time()
-        if fold_dir.exists():  # a round that crashed: start it again
-            shutil.rmtree(fold_dir)
-        fold_dir.mkdir(parents=True)
+        fold_dir.mkdir(parents=True, exist_ok=True)  # a round that stopped part-way continues where it was
         selection = {"train": split["train"], "val": split["val"], "test": split["test"][:0]}
         candidates = []
         for j, point in enumerate(grid):

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jaxmri.config import ClassifyConfig, save_config
+from jaxmri.config import ClassifyConfig
 from jaxmri.data.augment import to_float
 from jaxmri.data.batching import apply_in_batches, epoch_batches, gather, num_batches
 from jaxmri.data.dataset import ImageSet
@@ -31,7 +31,8 @@ from jaxmri.models import ResCNN, SmallCNN, VGG19Classifier, count_params
 from jaxmri.training.classify_steps import eval_step, train_step
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
-from jaxmri.training.rundir import make_run_dir, restore_checkpoint, save_checkpoint, save_split, write_json
+from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
+                                    write_json)
 
 # The paper's Table 4 (mean test accuracy over the 50 epochs).
 PAPER_MEAN_TEST_ACCURACY = {"cnn": 0.6622, "vgg19": 0.7719}  # ResCNN is ours: nothing to compare in the paper
@@ -152,15 +153,20 @@ def evaluate(model: nnx.Module, evaluator: Evaluator) -> dict[str, float]:
 
 def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray],
         train: np.ndarray, evaluators: dict[str, Evaluator], key_data: jax.Array, *,
-        checkpoint_dir: Path | None = None, progress: bool = True) -> tuple[list[dict], int]:
+        checkpoint_dir: Path | None = None, progress: bool = True, run_dir: Path | None = None,
+        resume: dict | None = None) -> tuple[list[dict], int]:
     """``cfg.epochs`` epochs; returns the per-epoch records and the best epoch (1-based).
 
     Best = highest validation accuracy, ties to the lower validation loss; without validation images the
     last epoch. The test split never chooses anything. With ``checkpoint_dir`` the best epoch's model is
-    saved there (``restore_checkpoint`` reads it back); ``model`` itself ends at the last epoch.
+    saved there (``restore_checkpoint`` reads it back); ``model`` itself ends at the last epoch. With
+    ``run_dir`` the whole training state is saved at the end of every epoch (``rundir.save_state``);
+    ``resume`` (what ``rundir.load_state`` returned, model and optimizer already restored) continues
+    after its last finished epoch, with the same keys, so the run ends bit-identical to one never stopped.
     """
-    history, best = [], None
-    for epoch in range(cfg.epochs):
+    history = list(resume["history"]) if resume else []
+    best = (tuple(resume["best"][0]), resume["best"][1]) if resume else None
+    for epoch in range(len(history), cfg.epochs):
         t0, compile_start = time.time(), compile_seconds()
         record = {"epoch": epoch + 1, **train_epoch(
             model, optimizer, arrays, train, jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
@@ -176,32 +182,35 @@ def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays
             best = (score, epoch + 1)
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, model)
+        if run_dir is not None:
+            save_state(run_dir, model, optimizer, {"history": history, "best": [list(best[0]), best[1]]})
         msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.4f}  train {record['train_accuracy']:.3f}  "
                f"val {record['val_accuracy']:.3f}  test {record['test_accuracy']:.3f}  ({epoch_time_note(record)})")
         tqdm.write(msg) if progress else print(msg)
     return history, best[1]
 
 
-def run(cfg: ClassifyConfig, *, progress: bool = True) -> dict:
+def run(cfg: ClassifyConfig, *, progress: bool = True, resume: bool = False) -> dict:
     """Train and evaluate one classifier; returns the ``metrics.json`` payload.
 
     Raises ``DataError`` / ``WeightsError`` / ``RunDirError`` with one-line user messages before any
     training starts.
     """
     check_weights_available(cfg)
-    out = make_run_dir(cfg.out, f"classify-{cfg.arch}", overwrite=cfg.overwrite)
-    save_config(cfg, out / "config.json")
+    out, finished = start_run(cfg, f"classify-{cfg.arch}", resume=resume)
+    if finished is not None:
+        return finished
     t_start = time.time()
 
     data = load_dataset(cfg.data, out, seed=cfg.seed, image_size=cfg.image_size, channels=3,
                         skip_unreadable=cfg.skip_unreadable, progress=progress)
     print(data.summary())
     split = split_or_explain(data.labels, data.groups, cfg)
-    return train_on_split(cfg, data, split, out, progress=progress, t_start=t_start)
+    return train_on_split(cfg, data, split, out, progress=progress, t_start=t_start, resume=resume)
 
 
 def train_on_split(cfg: ClassifyConfig, data: ImageSet, split: dict[str, np.ndarray], out: Path, *,
-                   progress: bool = True, t_start: float | None = None) -> dict:
+                   progress: bool = True, t_start: float | None = None, resume: bool = False) -> dict:
     """Everything after the split, into run directory ``out``: model, ``fit``, the best-validation
     checkpoint's test scores, ``split.json``, ``metrics.json`` and figures. Returns the metrics.
 
@@ -227,7 +236,8 @@ def train_on_split(cfg: ClassifyConfig, data: ImageSet, split: dict[str, np.ndar
     evaluators = {part: Evaluator(model, data.images[split[part]], data.labels[split[part]], cfg.batch_size,
                                   tta=cfg.tta) for part in ("val", "test")}
     history, best_epoch = fit(cfg, model, optimizer, {"image": data.images, "label": data.labels}, split["train"],
-                              evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress)
+                              evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress, run_dir=out,
+                              resume=load_state(out, model, optimizer) if resume else None)
 
     restore_checkpoint(out / "checkpoint", model)
     test_logits = (evaluators["test"].logits(model) if len(split["test"])

@@ -5,6 +5,7 @@ A run directory holds everything needed to read or repeat a run: ``config.json``
 """
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,19 +17,44 @@ from jaxmri.data.dataset import ImageSet
 from jaxmri.errors import RunDirError
 
 
+def default_run_dir(kind: str) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>-<kind>``: where a run goes without ``--out``."""
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}"
+
+
 def make_run_dir(out: str | None, kind: str, *, overwrite: bool) -> Path:
     """Create the run directory (default ``runs/<YYYYmmdd-HHMMSS>-<kind>``).
 
     An existing non-empty directory is refused unless ``overwrite``, so a run never mixes its files with
     an earlier one's by accident.
     """
-    path = Path(out) if out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}"
+    path = Path(out) if out else default_run_dir(kind)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path} is a file, not a directory; choose another --out.")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise RunDirError(f"--out {path} already exists and is not empty; choose another --out or pass --overwrite.")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def start_run(cfg, kind: str, *, resume: bool = False) -> tuple[Path, dict | None]:
+    """The run directory of ``cfg`` and, for a finished run being resumed, its ``metrics.json``.
+
+    A new run gets a new directory (``make_run_dir``) with ``config.json``. ``resume``: ``cfg.out`` is an
+    existing run (its config already checked against the flags by ``config.resume_config``); when it
+    has ``metrics.json`` it is finished, and the caller returns those metrics and changes nothing.
+    """
+    from jaxmri.config import save_config
+
+    if not resume:
+        out = make_run_dir(cfg.out, kind, overwrite=cfg.overwrite)
+        save_config(cfg, out / "config.json")
+        return out, None
+    out = Path(cfg.out)
+    if (out / "metrics.json").is_file():
+        print(f"{out} is finished ({cfg.epochs}/{cfg.epochs} epochs); nothing to do.")
+        return out, json.loads((out / "metrics.json").read_text())
+    return out, None
 
 
 def open_resumable(out: Path, settings: dict, *, record: str, kind: str, overwrite: bool) -> tuple[Path, bool]:
@@ -93,17 +119,93 @@ def save_split(path: Path, data: ImageSet, split: dict[str, np.ndarray], *, inde
     write_json(path, {"class_names": list(data.class_names if class_names is None else class_names), "parts": rows})
 
 
-def save_checkpoint(directory: Path, model: nnx.Module) -> None:
-    """Save the model's whole state (parameters and RNG counters) with orbax, replacing an older copy."""
+def _swap_in(new: Path, path: Path) -> None:
+    """Replace directory ``path`` by the complete directory ``new`` so that, whenever the process dies,
+    either the old or the new copy is whole on disk (``path`` itself, or ``path.old`` while swapping)."""
+    old = path.with_name(path.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if path.exists():
+        path.rename(old)
+    new.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _whole(path: Path) -> Path:
+    """``path``, or the previous copy a swap left behind when it died between its two renames."""
+    old = path.with_name(path.name + ".old")
+    return old if not path.exists() and old.exists() else path
+
+
+def _save_tree(directory: Path, tree) -> None:
     directory = Path(directory).absolute()
+    new = directory.with_name(directory.name + ".new")
+    if new.exists():
+        shutil.rmtree(new)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory, nnx.state(model), force=True)
+        ckptr.save(new, tree)
+    _swap_in(new, directory)
+
+
+def _restore_tree(directory: Path, target):
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(_whole(Path(directory).absolute()), target)
+
+
+def save_checkpoint(directory: Path, model: nnx.Module) -> None:
+    """Save the model's whole state (parameters, batch statistics and RNG counters) with orbax,
+    replacing an older copy atomically (written beside it, then renamed over it)."""
+    _save_tree(directory, nnx.state(model))
 
 
 def restore_checkpoint(directory: Path, model: nnx.Module) -> nnx.Module:
     """Load a checkpoint written by ``save_checkpoint`` into ``model`` (same architecture) in place."""
-    directory = Path(directory).absolute()
-    with ocp.StandardCheckpointer() as ckptr:
-        state = ckptr.restore(directory, nnx.state(model))
-    nnx.update(model, state)
+    nnx.update(model, _restore_tree(directory, nnx.state(model)))
     return model
+
+
+# What a resumed run needs besides its config: what trains, every non-parameter Variable (batch norm
+# statistics, RNG counters), the optimizer; frozen weights are rebuilt from the config like the first time.
+def _resumable(model: nnx.Module):
+    return nnx.Any(model.trainable_filter(), nnx.Not(nnx.Param))
+
+
+def save_state(run_dir: Path, model: nnx.Module, optimizer: nnx.Optimizer, progress: dict) -> None:
+    """``RUN/state/`` at the end of an epoch, atomically: model and optimizer state (orbax) and
+    ``progress`` (``epoch`` finished, ``history``, ``best``, ``seconds``) as ``progress.json`` inside it.
+
+    The PRNG keys need no saving: every epoch's key is ``fold_in(key_data, epoch)`` of the seed's key, and
+    the model's own RNG counters (dropout) are Variables saved here.
+    """
+    directory = (Path(run_dir) / "state").absolute()
+    new = directory.with_name("state.new")
+    if new.exists():
+        shutil.rmtree(new)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(new / "arrays", {"model": nnx.state(model, _resumable(model)), "optimizer": nnx.state(optimizer)})
+    write_json(new / "progress.json", progress)
+    _swap_in(new, directory)
+
+
+def has_state(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a training state from ``save_state`` (at least one finished epoch)."""
+    return (_whole((Path(run_dir) / "state").absolute()) / "progress.json").is_file()
+
+
+def load_state(run_dir: Path, model: nnx.Module, optimizer: nnx.Optimizer) -> dict | None:
+    """Restore what ``save_state`` wrote into ``model`` and ``optimizer`` and return its ``progress``;
+    None when the run has no saved state (it stopped before its first epoch ended)."""
+    directory = (Path(run_dir) / "state").absolute()
+    if _whole(directory) != directory:  # it died between a save's two renames: put the whole copy back
+        _whole(directory).rename(directory)
+    if not (directory / "progress.json").is_file():
+        print(f"{run_dir}: no finished epoch saved; starting from epoch 1")
+        return None
+    target = {"model": nnx.state(model, _resumable(model)), "optimizer": nnx.state(optimizer)}
+    with ocp.StandardCheckpointer() as ckptr:
+        state = ckptr.restore(directory / "arrays", target)
+    nnx.update(model, state["model"])
+    nnx.update(optimizer, state["optimizer"])
+    progress = json.loads((directory / "progress.json").read_text())
+    print(f"{run_dir}: resuming after epoch {len(progress['history'])}")
+    return progress

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jaxmri.config import SegmentConfig, save_config
+from jaxmri.config import SegmentConfig
 from jaxmri.data.batching import apply_in_batches, epoch_batches, gather, num_batches
 from jaxmri.data.crop import crop_resize
 from jaxmri.data.dataset import ImageSet
@@ -34,7 +34,8 @@ from jaxmri.evaluation.metrics import mean_scores, segmentation_scores
 from jaxmri.models import UNet, count_params
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
-from jaxmri.training.rundir import make_run_dir, restore_checkpoint, save_checkpoint, save_split, write_json
+from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
+                                    write_json)
 from jaxmri.training.segment_steps import predict_step, train_step
 
 
@@ -117,14 +118,16 @@ def evaluate(model: nnx.Module, images: np.ndarray, masks: np.ndarray, *, batch_
 
 def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray],
         split: dict[str, np.ndarray], key_data: jax.Array, *, checkpoint_dir: Path | None = None,
-        progress: bool = True) -> tuple[list[dict], int]:
+        progress: bool = True, run_dir: Path | None = None, resume: dict | None = None) -> tuple[list[dict], int]:
     """``cfg.epochs`` epochs; returns the per-epoch records (mean val / test scores) and the best epoch.
 
     Best = highest validation Dice (the test split never chooses); without validation, the last epoch.
     With ``checkpoint_dir`` the best epoch's model is saved there; ``model`` ends at the last epoch.
+    ``run_dir`` / ``resume``: the per-epoch training state, as in ``classify.fit``.
     """
-    history, best = [], None
-    for epoch in range(cfg.epochs):
+    history = list(resume["history"]) if resume else []
+    best = tuple(resume["best"]) if resume else None
+    for epoch in range(len(history), cfg.epochs):
         t0, compile_start = time.time(), compile_seconds()
         record = {"epoch": epoch + 1, **train_epoch(
             model, optimizer, arrays, split["train"], jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
@@ -144,6 +147,8 @@ def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays:
             best = (score, epoch + 1)
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, model)
+        if run_dir is not None:
+            save_state(run_dir, model, optimizer, {"history": history, "best": list(best)})
         msg = (f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {record['train_loss']:.4f}  val dice "
                f"{record.get('val_dice', float('nan')):.3f}  test dice {record.get('test_dice', float('nan')):.3f}  "
                f"({epoch_time_note(record)})")
@@ -151,12 +156,13 @@ def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays:
     return history, best[1]
 
 
-def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
+def run(cfg: SegmentConfig, *, progress: bool = True, resume: bool = False) -> dict:
     """Train and evaluate the U-Net; returns the ``metrics.json`` payload."""
     if cfg.data is not None and cfg.masks is None:
         raise DataError("segment needs --masks (a COCO .json, a Labelbox export, or a folder of PNG masks) with --data.")
-    out = make_run_dir(cfg.out, "segment", overwrite=cfg.overwrite)
-    save_config(cfg, out / "config.json")
+    out, finished = start_run(cfg, "segment", resume=resume)
+    if finished is not None:
+        return finished
     t_start = time.time()
 
     data = load_dataset(cfg.data, out, seed=cfg.seed, image_size=cfg.image_size, channels=1,
@@ -168,7 +174,7 @@ def run(cfg: SegmentConfig, *, progress: bool = True) -> dict:
     has_tumor = mask_labels(masks)
     split = split_or_explain(has_tumor, data.groups[index], cfg)
     return train_on_split(cfg, data, index, masks, split, out, masks_source=masks_source, progress=progress,
-                          t_start=t_start)
+                          t_start=t_start, resume=resume)
 
 
 def mask_labels(masks: np.ndarray) -> np.ndarray:
@@ -178,7 +184,7 @@ def mask_labels(masks: np.ndarray) -> np.ndarray:
 
 def train_on_split(cfg: SegmentConfig, data: ImageSet, index: np.ndarray, masks: np.ndarray,
                    split: dict[str, np.ndarray], out: Path, *, masks_source, progress: bool = True,
-                   t_start: float | None = None) -> dict:
+                   t_start: float | None = None, resume: bool = False) -> dict:
     """Everything after the split, into run directory ``out``: U-Net, ``fit``, the best-validation
     checkpoint's test scores, ``split.json``, ``metrics.json`` and figures. Returns the metrics.
 
@@ -203,7 +209,8 @@ def train_on_split(cfg: SegmentConfig, data: ImageSet, index: np.ndarray, masks:
     print(f"model: UNet width {cfg.width}, {count_params(model):,} parameters, loss {cfg.loss}")
 
     history, best_epoch = fit(cfg, model, optimizer, {"image": images, "mask": masks}, split, key_data,
-                              checkpoint_dir=out / "checkpoint", progress=progress)
+                              checkpoint_dir=out / "checkpoint", progress=progress, run_dir=out,
+                              resume=load_state(out, model, optimizer) if resume else None)
 
     restore_checkpoint(out / "checkpoint", model)
     test = split["test"]
