@@ -15,7 +15,7 @@ are refused with the names of the differing settings.
 import sys
 
 from jaxmri.allocator import tune_malloc
-from jaxmri.errors import JaxmriError
+from jaxmri.cli import run_command
 from jaxmri.evaluation.bootstrap import RESAMPLES
 from jaxmri.train import build_parser, config_from_args
 from jaxmri.training.rundir import default_run_dir
@@ -38,7 +38,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from jaxmri.evaluation.crossval import cross_validate, parse_grid
 
-    try:
+    given = " ".join(sys.argv[1:] if argv is None else argv)
+
+    def body():
         try:
             if args.resume is not None:
                 raise ValueError("an evaluation resumes by running the same command again (same --out); drop --resume.")
@@ -53,12 +55,15 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(str(err))
         out = cfg.out or default_run_dir(f"cv-{args.task}")
+        args.out = str(out)
         cross_validate(cfg, folds=args.folds, repeats=args.repeats, grid=grid, resamples=args.bootstrap, out=out,
                        overwrite=bool(cfg.overwrite))
-    except JaxmriError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_status
-    return 0
+
+    def resume():
+        return args.out and ("continue with the same command" + ("" if "--out" in given else f" and --out {args.out}")
+                             + f", without --overwrite ({args.out} keeps every finished epoch of every round).")
+
+    return run_command(body, resume)
 
 
 if __name__ == "__main__":

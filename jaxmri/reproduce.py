@@ -16,7 +16,7 @@ import sys
 
 from jaxmri.allocator import tune_malloc
 from jaxmri.config import DEFAULT_VGG19_WEIGHTS
-from jaxmri.errors import JaxmriError
+from jaxmri.cli import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,16 +41,20 @@ def main(argv=None) -> int:
     from jaxmri.evaluation.report import write_report
     from jaxmri.evaluation.reproduction import find_data, plan, run_plan
 
-    try:
+    started = []
+
+    def body():
         data, masks = find_data(args.data, args.masks)
         experiments = plan(args.budget, data=data, masks=masks, weights=args.weights)
+        started.append(True)
         records = run_plan(experiments, args.out, budget=args.budget, overwrite=args.overwrite)
-        path = write_report(experiments, args.out, budget=args.budget, records=records, argv=argv)
-    except JaxmriError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_status
-    print(f"report in {path}")
-    return 0
+        print(f"report in {write_report(experiments, args.out, budget=args.budget, records=records, argv=argv)}")
+
+    def resume():
+        return started and (f"continue with the same command, without --overwrite ({args.out} keeps every finished "
+                            "experiment and epoch).")
+
+    return run_command(body, resume)
 
 
 if __name__ == "__main__":

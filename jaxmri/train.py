@@ -11,13 +11,13 @@ override it (a new run directory unless ``--out`` says otherwise).
 
 import argparse
 import dataclasses
-import errno
 import sys
 from pathlib import Path
 
 from jaxmri.allocator import tune_malloc
 from jaxmri.config import ARCHS, LOSSES, OPTIMIZERS, PRETRAINED, SCHEDULES, ClassifyConfig, SegmentConfig, load_config
-from jaxmri.errors import JaxmriError, RunDirError
+from jaxmri.cli import run_command
+from jaxmri.errors import RunDirError
 
 # The defaults each flag's help text quotes.
 CLASSIFY_DEFAULTS, SEGMENT_DEFAULTS = ClassifyConfig(), SegmentConfig()
@@ -143,8 +143,9 @@ def resume_config(run_dir: str, cls, given: dict):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    cfg = None
-    try:
+    started = {}
+
+    def body():
         try:
             cfg = config_from_args(args)
         except ValueError as err:  # a flag value the config refuses: argparse's usage line and exit 2
@@ -158,23 +159,14 @@ def main(argv=None) -> int:
             from jaxmri.training.classify import run
         else:
             from jaxmri.training.segment import run
+        started["out"] = cfg.out
         run(cfg, resume=args.resume is not None)
-    except JaxmriError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_status
-    except KeyboardInterrupt:
-        if cfg is None:
-            return 130
-        print(f"interrupted: {cfg.out} keeps every finished epoch; continue with `python -m jaxmri.train {args.task} "
-              f"--resume {cfg.out}`.", file=sys.stderr)
-        return 130
-    except OSError as err:
-        if err.errno != errno.ENOSPC or cfg is None:
-            raise
-        print(f"error: the disk is full ({err.filename or cfg.out}); {cfg.out} keeps every finished epoch: free some "
-              f"space, then `python -m jaxmri.train {args.task} --resume {cfg.out}`.", file=sys.stderr)
-        return 1
-    return 0
+
+    def resume():
+        out = started.get("out")
+        return out and f"continue with `python -m jaxmri.train {args.task} --resume {out}` (it keeps every finished epoch)."
+
+    return run_command(body, resume)
 
 
 if __name__ == "__main__":
