@@ -39,6 +39,7 @@ class ClassifyConfig:
     schedule: str = "constant"  # "constant" (the paper) or "cosine" (decay to 0 over the run; ours)
     label_smoothing: float = 0.0  # 0 = the paper's plain cross-entropy; e.g. 0.1 (ours)
     tta: bool = False  # test-time flip averaging: logits of image and mirror image averaged (ours)
+    devices: int = 0  # data-parallel over this many devices (0 = all visible; jaxmri.training.parallel)
     seed: int = 0
     image_size: int = 224  # Section 2.1: resized to (224, 224)
     max_angle: float = 15.0  # rotation range in degrees; the paper does not give one
@@ -72,6 +73,7 @@ class SegmentConfig:
     weight_decay: float = 0.0  # the paper gives none for the U-Net
     optimizer: str = "adam"
     schedule: str = "constant"
+    devices: int = 0
     loss: str = "bce"  # "bce" (the paper's cross-entropy), "dice", "bce+dice"
     width: int = 32  # base filters; 64 = the paper, 32 fits a CPU budget
     seed: int = 0
@@ -101,6 +103,8 @@ class SegmentConfig:
 
 
 def _check_common(cfg) -> None:
+    if cfg.devices < 0:
+        raise ValueError(f"--devices must be 0 (all) or a positive number, got {cfg.devices}.")
     if cfg.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}.")
     if cfg.batch_size < 1:

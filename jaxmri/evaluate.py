@@ -17,7 +17,7 @@ import sys
 from jaxmri.allocator import tune_malloc
 from jaxmri.cli import run_command
 from jaxmri.evaluation.bootstrap import RESAMPLES
-from jaxmri.train import build_parser, config_from_args
+from jaxmri.train import build_parser, check_devices, config_from_args
 from jaxmri.training.rundir import default_run_dir
 
 
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
             if args.resume is not None:
                 raise ValueError("an evaluation resumes by running the same command again (same --out); drop --resume.")
             cfg = config_from_args(args)
+            check_devices(cfg)
             grid = parse_grid(args.tune, type(cfg))
             if args.folds < 2:
                 raise ValueError(f"--folds must be at least 2, got {args.folds}.")

@@ -40,6 +40,8 @@ def _common(p: argparse.ArgumentParser, d) -> None:
                    "decoupled weight decay (default adam)")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning rate over the run: constant = the paper; cosine = "
                    "decay to 0 by the last step (default constant)")
+    p.add_argument("--devices", type=int, help="train data-parallel over this many devices, the batch split "
+                   "between them (default 0 = every visible device; one CPU is one device)")
     p.add_argument("--seed", type=int, help=f"seed for the split, initial weights, shuffling and augmentation "
                    f"(default {d.seed}); the same seed gives the same run")
     p.add_argument("--image-size", type=int, help=f"side the cropped images are resized to (default {d.image_size})")
@@ -118,6 +120,13 @@ def config_from_args(args: argparse.Namespace):
     return dataclasses.replace(base, **{"out": None, "overwrite": False, **given})
 
 
+def check_devices(cfg) -> None:
+    """``ValueError`` for a ``--devices`` / ``--batch-size`` pair this machine cannot run."""
+    from jaxmri.training.parallel import batch_mesh, check_batch_size
+
+    check_batch_size(batch_mesh(cfg.devices), cfg.batch_size)
+
+
 def resume_config(run_dir: str, cls, given: dict):
     """The config of the run in ``run_dir``, for ``--resume``: the flags ``given`` must agree with it.
 
@@ -148,6 +157,7 @@ def main(argv=None) -> int:
     def body():
         try:
             cfg = config_from_args(args)
+            check_devices(cfg)
         except ValueError as err:  # a flag value the config refuses: argparse's usage line and exit 2
             parser.error(str(err))
         if cfg.out is None:  # named now, so an interruption can say which run to resume

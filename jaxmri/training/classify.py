@@ -31,6 +31,7 @@ from jaxmri.models import ResCNN, SmallCNN, VGG19Classifier, count_params
 from jaxmri.training.classify_steps import eval_step, train_step
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
+from jaxmri.training.parallel import data_parallel, shard_batch
 from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
                                     write_json)
 
@@ -71,7 +72,7 @@ def check_weights_available(cfg: ClassifyConfig) -> None:
 
 def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray], indices: np.ndarray,
                 key: jax.Array, *, batch_size: int, max_angle: float, label_smoothing: float = 0.0,
-                progress: bool = False, desc: str = "train") -> dict[str, float]:
+                progress: bool = False, desc: str = "train", mesh=None) -> dict[str, float]:
     """One epoch: ``arrays`` (``"image"`` uint8 (N, S, S, 3), ``"label"`` int32 (N,)) rows ``indices``,
     shuffled and augmented with ``key``, in fixed-size padded batches.
 
@@ -83,7 +84,8 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
     bar = tqdm(epoch_batches(indices, batch_size, key_perm), total=num_batches(len(indices), batch_size),
                desc=desc, disable=not progress, leave=False)
     for step, (rows, weight) in enumerate(bar):
-        result = train_step(model, optimizer, gather(arrays, rows, weight), jax.random.fold_in(key_aug, step),
+        batch = shard_batch(mesh, gather(arrays, rows, weight))  # split over the devices when there are several
+        result = train_step(model, optimizer, batch, jax.random.fold_in(key_aug, step),
                             max_angle=max_angle, label_smoothing=label_smoothing)
         # A CPU-device sync point per step: the progress bar shows the running loss.
         for name in sums:
@@ -154,7 +156,7 @@ def evaluate(model: nnx.Module, evaluator: Evaluator) -> dict[str, float]:
 def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray],
         train: np.ndarray, evaluators: dict[str, Evaluator], key_data: jax.Array, *,
         checkpoint_dir: Path | None = None, progress: bool = True, run_dir: Path | None = None,
-        resume: dict | None = None) -> tuple[list[dict], int]:
+        resume: dict | None = None, mesh=None) -> tuple[list[dict], int]:
     """``cfg.epochs`` epochs; returns the per-epoch records and the best epoch (1-based).
 
     Best = highest validation accuracy, ties to the lower validation loss; without validation images the
@@ -171,7 +173,7 @@ def fit(cfg: ClassifyConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays
         record = {"epoch": epoch + 1, **train_epoch(
             model, optimizer, arrays, train, jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
             max_angle=cfg.max_angle, label_smoothing=cfg.label_smoothing, progress=progress,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}")}
+            desc=f"epoch {epoch + 1}/{cfg.epochs}", mesh=mesh)}
         val, test = evaluate(model, evaluators["val"]), evaluate(model, evaluators["test"])
         record.update({"val_loss": val["loss"], "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
                        "seconds": time.time() - t0})
@@ -232,12 +234,13 @@ def train_on_split(cfg: ClassifyConfig, data: ImageSet, split: dict[str, np.ndar
                                schedule=cfg.schedule, steps=cfg.epochs * num_batches(len(split["train"]), cfg.batch_size))
     print(f"model: {type(model).__name__} ({weights_label}), {count_params(model):,} parameters, "
           f"{count_params(model, optimizer.wrt):,} trainable")
+    mesh = data_parallel(cfg.devices, cfg.batch_size, model, optimizer)
 
     evaluators = {part: Evaluator(model, data.images[split[part]], data.labels[split[part]], cfg.batch_size,
                                   tta=cfg.tta) for part in ("val", "test")}
     history, best_epoch = fit(cfg, model, optimizer, {"image": data.images, "label": data.labels}, split["train"],
                               evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress, run_dir=out,
-                              resume=load_state(out, model, optimizer) if resume else None)
+                              resume=load_state(out, model, optimizer) if resume else None, mesh=mesh)
 
     restore_checkpoint(out / "checkpoint", model)
     test_logits = (evaluators["test"].logits(model) if len(split["test"])

@@ -34,6 +34,7 @@ from jaxmri.evaluation.metrics import mean_scores, segmentation_scores
 from jaxmri.models import UNet, count_params
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
+from jaxmri.training.parallel import data_parallel, shard_batch
 from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
                                     write_json)
 from jaxmri.training.segment_steps import predict_step, train_step
@@ -92,7 +93,7 @@ def build_model(cfg: SegmentConfig, key_init: jax.Array) -> UNet:
 
 def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray], indices: np.ndarray,
                 key: jax.Array, *, batch_size: int, loss: str, max_angle: float, progress: bool = False,
-                desc: str = "train") -> dict[str, float]:
+                desc: str = "train", mesh=None) -> dict[str, float]:
     """One epoch over ``arrays`` (``"image"``, ``"mask"``: uint8 (N, S, S, 1)) rows ``indices``, shuffled
     and augmented with ``key`` (the same flip and rotation for image and mask). Returns ``{"train_loss"}``."""
     key_perm, key_aug = jax.random.split(key)
@@ -100,7 +101,8 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
     bar = tqdm(epoch_batches(indices, batch_size, key_perm), total=num_batches(len(indices), batch_size),
                desc=desc, disable=not progress, leave=False)
     for step, (rows, weight) in enumerate(bar):
-        result = train_step(model, optimizer, gather(arrays, rows, weight), jax.random.fold_in(key_aug, step),
+        batch = shard_batch(mesh, gather(arrays, rows, weight))  # split over the devices when there are several
+        result = train_step(model, optimizer, batch, jax.random.fold_in(key_aug, step),
                             loss=loss, max_angle=max_angle)
         # A CPU-device sync point per step: the progress bar shows the running loss.
         total, count = total + float(result["loss_sum"]), count + float(result["count"])
@@ -118,7 +120,8 @@ def evaluate(model: nnx.Module, images: np.ndarray, masks: np.ndarray, *, batch_
 
 def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray],
         split: dict[str, np.ndarray], key_data: jax.Array, *, checkpoint_dir: Path | None = None,
-        progress: bool = True, run_dir: Path | None = None, resume: dict | None = None) -> tuple[list[dict], int]:
+        progress: bool = True, run_dir: Path | None = None, resume: dict | None = None,
+        mesh=None) -> tuple[list[dict], int]:
     """``cfg.epochs`` epochs; returns the per-epoch records (mean val / test scores) and the best epoch.
 
     Best = highest validation Dice (the test split never chooses); without validation, the last epoch.
@@ -131,7 +134,8 @@ def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays:
         t0, compile_start = time.time(), compile_seconds()
         record = {"epoch": epoch + 1, **train_epoch(
             model, optimizer, arrays, split["train"], jax.random.fold_in(key_data, epoch), batch_size=cfg.batch_size,
-            loss=cfg.loss, max_angle=cfg.max_angle, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}"),
+            loss=cfg.loss, max_angle=cfg.max_angle, progress=progress, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            mesh=mesh),
             "seconds": 0.0}
         for part in ("val", "test"):
             idx = split[part]
@@ -207,10 +211,11 @@ def train_on_split(cfg: SegmentConfig, data: ImageSet, index: np.ndarray, masks:
     optimizer = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, kind=cfg.optimizer,
                                schedule=cfg.schedule, steps=cfg.epochs * num_batches(len(split["train"]), cfg.batch_size))
     print(f"model: UNet width {cfg.width}, {count_params(model):,} parameters, loss {cfg.loss}")
+    mesh = data_parallel(cfg.devices, cfg.batch_size, model, optimizer)
 
     history, best_epoch = fit(cfg, model, optimizer, {"image": images, "mask": masks}, split, key_data,
                               checkpoint_dir=out / "checkpoint", progress=progress, run_dir=out,
-                              resume=load_state(out, model, optimizer) if resume else None)
+                              resume=load_state(out, model, optimizer) if resume else None, mesh=mesh)
 
     restore_checkpoint(out / "checkpoint", model)
     test = split["test"]
