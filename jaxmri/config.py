@@ -8,6 +8,7 @@ Where the paper is silent or contradicts itself, the choice is stated next to th
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,10 @@ class SegmentConfig:
 
 
 def _check_common(cfg) -> None:
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}.")
     if cfg.devices < 0:
         raise ValueError(f"--devices must be 0 (all) or a positive number, got {cfg.devices}.")
     if cfg.epochs < 1:
@@ -133,6 +138,17 @@ def save_config(cfg, path: Path) -> None:
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def _fits(value, default) -> bool:
+    """Whether a config.json value has the type of its field (known by the field's default)."""
+    if default is None:
+        return value is None or isinstance(value, str)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default)) and not isinstance(value, bool)
+
+
 CONFIGS = {cls.__name__: cls for cls in (ClassifyConfig, SegmentConfig)}
 
 
@@ -159,6 +175,13 @@ def load_config(path: Path):
     unknown = sorted(set(values) - fields)
     if unknown:
         raise RunDirError(f"{path}: unknown {kind} fields {unknown}; was it written by another jaxmri version?")
+    for field in dataclasses.fields(cls):
+        if field.name in values and not _fits(values[field.name], field.default):
+            raise RunDirError(f"{path}: {field.name} is {values[field.name]!r}, which is not a "
+                              f"{type(field.default).__name__ if field.default is not None else 'path or null'}; "
+                              "fix the value or pass the config.json of a jaxmri run.")
+        if field.name in values and isinstance(field.default, float):
+            values[field.name] = float(values[field.name])  # JSON writes 0.0 as 0 in some tools
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:

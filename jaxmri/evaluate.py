@@ -12,6 +12,7 @@ Rerunning the same command continues an interrupted evaluation; other settings i
 are refused with the names of the differing settings.
 """
 
+import dataclasses
 import sys
 
 from jaxmri.allocator import tune_malloc
@@ -47,6 +48,11 @@ def main(argv=None) -> int:
             cfg = config_from_args(args)
             check_devices(cfg)
             grid = parse_grid(args.tune, type(cfg))
+            for point in grid:  # every point must make a valid config before any data is read
+                try:
+                    dataclasses.replace(cfg, **point)
+                except ValueError as err:
+                    raise ValueError(f"--tune point {point}: {err}") from None
             if args.folds < 2:
                 raise ValueError(f"--folds must be at least 2, got {args.folds}.")
             if args.repeats < 1:

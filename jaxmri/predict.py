@@ -9,7 +9,9 @@ tumor masks (pointing game and mass inside, beside a centred baseline) into ``OU
 Exit status: 0; 1 when some image could not be read (each is named on stderr and has an ``error``
 record; every other image is still predicted); 2 for a usage error (``jaxmri.errors.JaxmriError``:
 missing or foreign run directory, a checkpoint that does not fit its config, a used ``--out``
-without ``--overwrite``, no images found), before anything is written.
+without ``--overwrite``, no images found, a ``--localisation`` source that cannot be read), before
+anything is written. Only "no mask matches an input image" is found after the predictions are written
+(they are kept).
 """
 
 import argparse
@@ -49,7 +51,7 @@ def _localisation(records: list[dict], masks_source: str) -> dict:
     sizes = {}
     for record in scored:
         sizes.setdefault(Path(record["file"]).stem.lower(), record["_heat"].shape)
-    masks = load_masks(masks_source, sizes)
+    masks = load_masks(masks_source, sizes, skip_unmatched=True)  # annotations of images not given are left out
     matched = [r for r in scored if Path(r["file"]).stem.lower() in masks]
     if not matched:
         raise DataError(f"{masks_source}: no mask matches an input image's file name; pass the images the masks "
@@ -75,8 +77,12 @@ def main(argv=None) -> int:
         explain = args.explain or args.localisation is not None
         if explain:  # checked here too, so that nothing is written first
             run.require_classifier("--localisation" if args.localisation is not None else "--explain")
-        if args.localisation is not None and not Path(args.localisation).exists():
-            raise DataError(f"--localisation {args.localisation}: no such file or folder.")
+        if args.localisation is not None:
+            if not Path(args.localisation).exists():
+                raise DataError(f"--localisation {args.localisation}: no such file or folder.")
+            from jaxmri.data.masks import load_masks
+
+            load_masks(args.localisation, {}, skip_unmatched=True)  # a broken mask source stops us before writing
         out = make_run_dir(args.out, "predict", overwrite=args.overwrite)
         print(f"{run.task} run {run.path} ({type(run.model).__name__}, {run.cfg.image_size}px): {len(files)} images")
         records = predict_files(run, files, out, explain=explain, batch_size=args.batch_size,

@@ -124,7 +124,7 @@ def scan_class_folders(root) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
                         "e.g. yes/ (tumor) and no/ (no tumor).")
     mapping = _class_labels([p.name for p in class_dirs])
     class_names = tuple(sorted(mapping, key=mapping.get))
-    if {n.lower() for n in class_names} != {"no", "yes"}:
+    if len(class_names) > 1 and {n.lower() for n in class_names} != {"no", "yes"}:
         print("class folders -> labels: " + ", ".join(f"{n}={mapping[n]}" for n in class_names), file=sys.stderr)
 
     paths, labels, problems = [], [], []
@@ -155,7 +155,8 @@ def load_image_folder(root, *, image_size: int = 224, channels: int = 3, skip_un
     converts to gray. Each file is read once: checked (extension, empty, signature, truncation),
     decoded (``jaxmri.data.images``), cropped to the brain and resized (``jaxmri.data.crop``), and hashed for
     duplicate groups (``jaxmri.data.duplicates``). Bad files are collected; at the end a ``DataError``
-    lists each as ``"<relative path>: <reason>"`` plus a last line saying what to do, unless
+    lists each as ``"<relative path>: <reason>"`` plus a last line saying what to do (a single bad file
+    is one line: ``"<root>/<relative path>: <reason>; <what to do>"``), unless
     ``skip_unreadable`` is True, in which case they are left out and listed in ``ImageSet.skipped``
     and on stderr. ``progress`` shows a tqdm bar on stderr.
     """
@@ -185,20 +186,25 @@ def load_image_folder(root, *, image_size: int = 224, channels: int = 3, skip_un
         byte_hashes.append(content_hash(data))
         phashes.append(perceptual_hash(gray))
 
+    if len(bad) == 1 and not skip_unreadable:  # one problem, one line
+        relative, reason = bad[0]
+        raise DataError(f"{root / relative}: {reason}; fix or remove it, or pass --skip-unreadable "
+                        f"(skip_unreadable=True) to use the other {_count(len(paths) - 1, 'file')}.")
     if bad and not skip_unreadable:
         lines = [f"{relative}: {reason}" for relative, reason in bad]
         lines.append(f"{len(bad)} of {len(paths)} files in {root} cannot be used: fix or remove them, "
                      "or pass --skip-unreadable (skip_unreadable=True) to use the other files.")
         raise DataError("\n".join(lines))
+    labels = labels[keep]
+    empty = [name for i, name in enumerate(class_names) if not np.any(labels == i)]
+    if empty:  # the error names one bad file of each such folder, so the listing below is not needed
+        first = {name: next(b for b in bad if b[0].startswith(f"{name}/")) for name in empty}
+        raise DataError("\n".join(f"{root / name}/: no readable images left after skipping unreadable files (such as "
+                                  f"{first[name][0]}: {first[name][1]}); fix them, add images or remove the folder"
+                                  for name in empty))
     if bad:
         listing = "\n".join(f"  {relative}: {reason}" for relative, reason in bad)
         print(f"skipped {_count(len(bad), 'unreadable file')}:\n{listing}", file=sys.stderr)
-
-    labels = labels[keep]
-    empty = [name for i, name in enumerate(class_names) if not np.any(labels == i)]
-    if empty:
-        raise DataError("\n".join(f"{name}/: no readable images left after skipping unreadable files; "
-                                  "add images or remove the folder" for name in empty))
     size = int(image_size)
     return ImageSet(
         root=root,

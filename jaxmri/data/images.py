@@ -15,6 +15,10 @@ image at all: a ``notes.txt`` inside a class folder is reported, never silently 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -88,6 +92,58 @@ def _stretch_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round((array - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
+@contextlib.contextmanager
+def _decoder_output():
+    """Collect what the C decoders print while decoding: yields a list that holds their lines afterwards.
+
+    libjpeg and libpng write warnings and errors ("Corrupt JPEG data: premature end of data segment",
+    "libpng error: IDAT: CRC error") straight to file descriptor 2, where a user would see them
+    beside, and unrelated to, the one line that names the file. So descriptor 2 points at a temporary
+    file for the duration of one decode (single-threaded callers only: another thread's writes to
+    stderr in that window would land there too).
+    """
+    lines: list[str] = []
+    if sys.stderr is not None:
+        sys.stderr.flush()  # what Python already wrote stays on the real stderr
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect: decode as is
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines += [line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip()]
+
+
+def imdecode_quietly(data: bytes, flags: int) -> tuple[np.ndarray | None, list[str]]:
+    """``cv2.imdecode(data, flags)`` without a word on stderr: ``(array or None, the decoders' messages)``.
+
+    Empty or undecodable data gives ``None`` (OpenCV raises for some of it and returns None for the
+    rest); the messages are what OpenCV, libjpeg and libpng had to say, for the caller's one-line reason.
+    """
+    if not data:
+        return None, []
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        with _decoder_output() as messages:
+            try:
+                array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+            except cv2.error as err:
+                array = None
+                text = str(err).strip()
+                messages.append(text.splitlines()[-1] if text else "OpenCV error")
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+    return (array if array is not None and array.size else None), messages
+
+
 def decode_image_bytes(data: bytes, path: str | Path) -> np.ndarray:
     """Decode checked bytes into ``uint8 (H, W, 3)`` RGB; raises ``BadImageError`` if OpenCV cannot.
 
@@ -101,23 +157,17 @@ def decode_image_bytes(data: bytes, path: str | Path) -> np.ndarray:
     - JPEG EXIF orientation is applied (the image as a viewer shows it); other formats are used as
       stored. The Kaggle files carry no rotation, so this only matters for new data.
     """
-    buffer = np.frombuffer(data, np.uint8)
     # IMREAD_UNCHANGED keeps alpha and 16-bit but ignores EXIF rotation; JPEGs have no alpha, so
     # they are decoded with flags that honour the rotation.
     is_jpeg = data.startswith(b"\xff\xd8\xff")
     flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if is_jpeg else cv2.IMREAD_UNCHANGED
-    # Our reason replaces OpenCV's own "[ WARN ] ... incomplete" lines, which would only add noise.
-    previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    try:
-        array = cv2.imdecode(buffer, flags)
-    except cv2.error as err:
-        detail = str(err).strip().splitlines()[-1] if str(err).strip() else "OpenCV error"
-        raise BadImageError(path, f"cannot be decoded ({detail})") from None
-    finally:
-        cv2.utils.logging.setLogLevel(previous)
-    if array is None or array.size == 0:
-        raise BadImageError(path, "cannot be decoded (damaged or unsupported image data)")
+    array, messages = imdecode_quietly(data, flags)  # the decoders' lines go into our reason, not onto stderr
+    if array is None:
+        detail = messages[-1][:160] if messages else "damaged or unsupported image data"
+        raise BadImageError(path, f"cannot be decoded ({detail})")
+    if is_jpeg and any("premature end" in m.lower() for m in messages):
+        # The scan data stops before the last pixel row: libjpeg has filled the rest with grey.
+        raise BadImageError(path, "damaged or truncated JPEG (the scan data ends before the last row of pixels)")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim == 3 and array.shape[2] not in (3, 4):

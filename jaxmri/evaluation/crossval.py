@@ -66,6 +66,8 @@ def parse_grid(items: list[str] | None, cls) -> list[dict]:
         parsed = []
         for raw in values.split(","):
             try:
+                if kind is bool and raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                    raise ValueError(raw)
                 parsed.append(kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes"))
             except ValueError:
                 raise ValueError(f"--tune {item!r}: {raw!r} is not a valid {kind.__name__} for {name}.") from None
@@ -90,11 +92,14 @@ class _Task:
         self.classify = isinstance(cfg, ClassifyConfig)
         if self.classify:
             classify.check_weights_available(cfg)
+        else:
+            segment.check_sources(cfg)
         self.data = load_dataset(cfg.data, out, seed=cfg.seed, image_size=cfg.image_size,
                                  channels=3 if self.classify else 1, skip_unreadable=cfg.skip_unreadable,
                                  progress=progress)
         print(self.data.summary())
         if self.classify:
+            classify.check_classes(self.data)
             self.index = np.arange(len(self.data))
             self.labels = self.data.labels
             self.module = classify

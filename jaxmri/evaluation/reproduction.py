@@ -138,6 +138,10 @@ def validate(experiments: list[Experiment], out: Path) -> None:
         cfg = exp.cfg
         if isinstance(cfg, ClassifyConfig):
             classify.check_weights_available(cfg)
+            if cfg.arch == "vgg19" and cfg.pretrained == "imagenet":
+                from jaxmri.weights import read_weights
+
+                read_weights(cfg.weights)  # a corrupt file stops the report now, not at its last experiment
         key = (cfg.data, getattr(cfg, "masks", None))
         if cfg.data is None or key in checked:
             continue

@@ -56,6 +56,9 @@ def _class_names(path: Path) -> tuple[str, ...]:
 def load_run(path) -> Run:
     """Rebuild and restore the run in ``path``; raises ``RunDirError`` naming what is wrong."""
     path = Path(path)
+    if path.is_file():
+        raise RunDirError(f"--run {path} is a file, not a run directory; pass the folder that python -m jaxmri.train "
+                          "wrote (the one holding config.json and checkpoint/).")
     if not path.is_dir():
         raise RunDirError(f"--run {path}: no such run directory; pass a folder written by python -m jaxmri.train.")
     if not (path / "config.json").is_file():

@@ -24,7 +24,7 @@ from jaxmri.data.augment import to_float
 from jaxmri.data.batching import apply_in_batches, epoch_batches, gather, num_batches
 from jaxmri.data.dataset import ImageSet
 from jaxmri.data.source import load_dataset, split_or_explain
-from jaxmri.errors import WeightsError
+from jaxmri.errors import DataError, WeightsError
 from jaxmri.evaluation import plots
 from jaxmri.evaluation.metrics import classification_report
 from jaxmri.models import ResCNN, SmallCNN, VGG19Classifier, count_params
@@ -58,6 +58,13 @@ def build_model(cfg: ClassifyConfig, num_classes: int, key_init: jax.Array) -> t
     from jaxmri.weights import load_vgg19
 
     return load_vgg19(cfg.weights, num_classes=num_classes, rngs=rngs), "imagenet"
+
+
+def check_classes(data: ImageSet) -> None:
+    """``DataError`` unless the data has at least two classes (a classifier needs something to tell apart)."""
+    if len(data.class_names) < 2:
+        raise DataError(f"{data.root}: found {len(data.class_names)} class folder(s) ({', '.join(data.class_names)}); "
+                        "classification needs two class folders, e.g. yes/ and no/.")
 
 
 def check_weights_available(cfg: ClassifyConfig) -> None:
@@ -207,6 +214,7 @@ def run(cfg: ClassifyConfig, *, progress: bool = True, resume: bool = False) -> 
     data = load_dataset(cfg.data, out, seed=cfg.seed, image_size=cfg.image_size, channels=3,
                         skip_unreadable=cfg.skip_unreadable, progress=progress)
     print(data.summary())
+    check_classes(data)
     split = split_or_explain(data.labels, data.groups, cfg)
     return train_on_split(cfg, data, split, out, progress=progress, t_start=t_start, resume=resume)
 

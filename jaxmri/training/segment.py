@@ -160,10 +160,18 @@ def fit(cfg: SegmentConfig, model: nnx.Module, optimizer: nnx.Optimizer, arrays:
     return history, best[1]
 
 
-def run(cfg: SegmentConfig, *, progress: bool = True, resume: bool = False) -> dict:
-    """Train and evaluate the U-Net; returns the ``metrics.json`` payload."""
+def check_sources(cfg: SegmentConfig) -> None:
+    """``DataError`` unless ``--data`` and ``--masks`` come together (or neither: the phantom and its masks)."""
     if cfg.data is not None and cfg.masks is None:
         raise DataError("segment needs --masks (a COCO .json, a Labelbox export, or a folder of PNG masks) with --data.")
+    if cfg.data is None and cfg.masks is not None:
+        raise DataError(f"--masks {cfg.masks} needs --data, the folder of the images they annotate (without --data "
+                        "the generated phantom set and its own masks are used).")
+
+
+def run(cfg: SegmentConfig, *, progress: bool = True, resume: bool = False) -> dict:
+    """Train and evaluate the U-Net; returns the ``metrics.json`` payload."""
+    check_sources(cfg)
     out, finished = start_run(cfg, "segment", resume=resume)
     if finished is not None:
         return finished

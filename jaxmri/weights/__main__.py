@@ -1,15 +1,16 @@
 """``python -m jaxmri.weights {download,convert}``: get VGG19 ImageNet weights into weights/.
 
-Exit status: 0 on success; 2 when a file cannot be converted, the download fails (offline) or the
-command line is wrong (every ``jaxmri.errors.JaxmriError`` carries that status). Errors are printed as
-one sentence, without a traceback.
+Exit status: 0 on success; 2 when a file cannot be converted, the download fails (offline), ``--out``
+already exists (``--overwrite`` replaces it) or the command line is wrong (every
+``jaxmri.errors.JaxmriError`` carries that status). Errors are printed as one sentence, ``error: ...``,
+without a traceback.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from jaxmri.errors import JaxmriError
+from jaxmri.errors import JaxmriError, WeightsError
 from jaxmri.weights import DEFAULT_WEIGHTS, convert
 from jaxmri.weights.download import VGG19_FILE, VGG19_URL, download_vgg19
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--cache-dir", type=Path, default=DEFAULT_WEIGHTS.parent,
                     help=f"where {VGG19_FILE} is kept (default: {DEFAULT_WEIGHTS.parent}, git-ignored)")
     dl.add_argument("--url", default=VGG19_URL, help="download from a mirror instead (the hash is still checked)")
+    dl.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     cv = sub.add_parser(
         "convert", help="convert a torchvision .pth or Keras .h5 VGG19 file you already have",
         description="Convert torchvision's vgg19-dcbb9e9d.pth (zip or legacy torch.save format, read without torch "
@@ -51,19 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("src", type=Path, metavar="PATH", help="the .pth or .h5 file")
     cv.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS,
                     help=f"converted file to write (default: {DEFAULT_WEIGHTS})")
+    cv.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.out.exists() and not args.overwrite:  # checked first: before a 548 MB download
+            raise WeightsError(f"--out {args.out} already exists; pass --overwrite to replace it, or choose another "
+                               "--out.")
         if args.command == "download":
             src = download_vgg19(args.cache_dir, args.out, url=args.url)
         else:
             src = args.src
         _print_report(convert(src, args.out))
     except JaxmriError as exc:
-        print(exc, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
     return 0
 

@@ -80,6 +80,9 @@ def convert(src_path, out_path) -> dict:
     """
     start = time.perf_counter()
     src, out = Path(src_path), Path(out_path)
+    if src.is_dir():
+        raise WeightsError(f"{src} is a folder; pass the path of a downloaded vgg19-dcbb9e9d.pth or Keras VGG19 .h5 "
+                           "file inside it.")
     if not src.is_file():
         raise WeightsError(f"{src} does not exist; pass the path of a downloaded vgg19-dcbb9e9d.pth or Keras "
                            "VGG19 .h5 file.")
@@ -105,7 +108,13 @@ def convert(src_path, out_path) -> dict:
         "source_format": fmt,
         "num_classes": str(num_classes or 0),  # 0: no classifier (Keras _notop)
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where a folder of the path should be
+        raise WeightsError(f"--out {out}: cannot create its folder {out.parent} ({err.strerror}); choose another "
+                           "--out.") from None
+    if out.is_dir():
+        raise WeightsError(f"--out {out} is a folder; pass a file name ending in .safetensors.")
     partial = out.with_name(out.name + ".partial")  # never leave a half-written file under the real name
     save_file(arrays, partial, metadata=metadata)
     umask = os.umask(0)  # safetensors creates files as 0600: give the output the user's usual permissions

@@ -35,7 +35,11 @@ def download_vgg19(cache_dir: Path, out: Path, url: str = VGG19_URL) -> Path:
     if dest.is_file() and file_digests(dest)["sha256"].startswith(sha256_prefix):
         print(f"{dest} is already here and its SHA-256 matches; not downloading it again.")
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where the cache folder should be
+        raise WeightsError(f"--cache-dir {dest.parent}: cannot be used as a folder ({err.strerror}); pass another "
+                           "--cache-dir.") from None
     part = dest.with_name(dest.name + ".part")
     sha256 = hashlib.sha256()
     try:
