@@ -5,6 +5,7 @@ import json
 import re
 import shlex
 
+import cv2
 import numpy as np
 import pytest
 
@@ -152,6 +153,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
     for cls in ("yes", "no"):
         (bad / cls).mkdir(parents=True)
     (bad / "yes" / "Y1.jpg").write_bytes(b"not a jpeg")
+    cv2.imwrite(str(bad / "no" / "N1.png"), np.full((40, 40), 128, np.uint8))
     masks = tmp_path / "m.json"
     masks.write_text("{}")
     assert main(["--data", str(bad), "--masks", str(masks), "--out", str(tmp_path / "r2")]) == 2
