@@ -23,8 +23,11 @@ from jaxmri.errors import JaxmriError
 
 def run_command(body: Callable[[], object], resume: Callable[[], str | None]) -> int:
     """``body()``'s exit status: 0, or the status of what stopped it (table above)."""
+    from jaxmri.training.stop import ctrl_c_at_safe_points
+
     try:
-        body()
+        with ctrl_c_at_safe_points():
+            body()
     except JaxmriError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_status

@@ -31,6 +31,7 @@ from jaxmri.models import ResCNN, SmallCNN, VGG19Classifier, count_params
 from jaxmri.training.classify_steps import eval_step, train_step
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
+from jaxmri.training import stop
 from jaxmri.training.parallel import data_parallel, shard_batch
 from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
                                     write_json)
@@ -97,6 +98,7 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
         # A CPU-device sync point per step: the progress bar shows the running loss.
         for name in sums:
             sums[name] += float(result[name])
+        stop.check()  # Ctrl-C: here, between steps
         bar.set_postfix(loss=f"{sums['loss_sum'] / sums['count']:.3f}", acc=f"{sums['correct'] / sums['count']:.3f}")
     return {"train_loss": sums["loss_sum"] / sums["count"], "train_accuracy": sums["correct"] / sums["count"]}
 

@@ -4,8 +4,11 @@ A run directory holds everything needed to read or repeat a run: ``config.json``
 ``metrics.json``, figures, and ``checkpoint/`` (the best-validation model state).
 """
 
+import contextlib
 import json
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +122,23 @@ def save_split(path: Path, data: ImageSet, split: dict[str, np.ndarray], *, inde
     write_json(path, {"class_names": list(data.class_names if class_names is None else class_names), "parts": rows})
 
 
+@contextlib.contextmanager
+def _ctrl_c_after():
+    """Hold Ctrl-C until the block ends, then raise it: a save is never cut in half by the user, and
+    orbax's ``asyncio.run`` cannot swallow the interrupt (it cancels its own task on SIGINT otherwise)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _swap_in(new: Path, path: Path) -> None:
     """Replace directory ``path`` by the complete directory ``new`` so that, whenever the process dies,
     either the old or the new copy is whole on disk (``path`` itself, or ``path.old`` while swapping)."""
@@ -140,11 +160,12 @@ def _whole(path: Path) -> Path:
 def _save_tree(directory: Path, tree) -> None:
     directory = Path(directory).absolute()
     new = directory.with_name(directory.name + ".new")
-    if new.exists():
-        shutil.rmtree(new)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(new, tree)
-    _swap_in(new, directory)
+    with _ctrl_c_after():
+        if new.exists():
+            shutil.rmtree(new)
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(new, tree)
+        _swap_in(new, directory)
 
 
 def _restore_tree(directory: Path, target):
@@ -179,12 +200,14 @@ def save_state(run_dir: Path, model: nnx.Module, optimizer: nnx.Optimizer, progr
     """
     directory = (Path(run_dir) / "state").absolute()
     new = directory.with_name("state.new")
-    if new.exists():
-        shutil.rmtree(new)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(new / "arrays", {"model": nnx.state(model, _resumable(model)), "optimizer": nnx.state(optimizer)})
-    write_json(new / "progress.json", progress)
-    _swap_in(new, directory)
+    with _ctrl_c_after():
+        if new.exists():
+            shutil.rmtree(new)
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(new / "arrays", {"model": nnx.state(model, _resumable(model)),
+                                        "optimizer": nnx.state(optimizer)})
+        write_json(new / "progress.json", progress)
+        _swap_in(new, directory)
 
 
 def has_state(run_dir: Path) -> bool:

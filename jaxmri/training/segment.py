@@ -34,6 +34,7 @@ from jaxmri.evaluation.metrics import mean_scores, segmentation_scores
 from jaxmri.models import UNet, count_params
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
+from jaxmri.training import stop
 from jaxmri.training.parallel import data_parallel, shard_batch
 from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
                                     write_json)
@@ -106,6 +107,7 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
                             loss=loss, max_angle=max_angle)
         # A CPU-device sync point per step: the progress bar shows the running loss.
         total, count = total + float(result["loss_sum"]), count + float(result["count"])
+        stop.check()  # Ctrl-C: here, between steps
         bar.set_postfix(loss=f"{total / count:.4f}")
     return {"train_loss": total / count}
 
