@@ -157,15 +157,20 @@ def _whole(path: Path) -> Path:
     return old if not path.exists() and old.exists() else path
 
 
-def _save_tree(directory: Path, tree) -> None:
+def _write_whole(directory: Path, write) -> None:
+    """``write(new)`` fills a fresh ``<directory>.new``, which then replaces ``directory`` (``_swap_in``)."""
     directory = Path(directory).absolute()
     new = directory.with_name(directory.name + ".new")
     with _ctrl_c_after():
         if new.exists():
             shutil.rmtree(new)
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(new, tree)
+        write(new)
         _swap_in(new, directory)
+
+
+def _orbax_save(path: Path, tree) -> None:
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, tree)
 
 
 def _restore_tree(directory: Path, target):
@@ -176,7 +181,7 @@ def _restore_tree(directory: Path, target):
 def save_checkpoint(directory: Path, model: nnx.Module) -> None:
     """Save the model's whole state (parameters, batch statistics and RNG counters) with orbax,
     replacing an older copy atomically (written beside it, then renamed over it)."""
-    _save_tree(directory, nnx.state(model))
+    _write_whole(directory, lambda new: _orbax_save(new, nnx.state(model)))
 
 
 def restore_checkpoint(directory: Path, model: nnx.Module) -> nnx.Module:
@@ -198,16 +203,11 @@ def save_state(run_dir: Path, model: nnx.Module, optimizer: nnx.Optimizer, progr
     The PRNG keys need no saving: every epoch's key is ``fold_in(key_data, epoch)`` of the seed's key, and
     the model's own RNG counters (dropout) are Variables saved here.
     """
-    directory = (Path(run_dir) / "state").absolute()
-    new = directory.with_name("state.new")
-    with _ctrl_c_after():
-        if new.exists():
-            shutil.rmtree(new)
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(new / "arrays", {"model": nnx.state(model, _resumable(model)),
-                                        "optimizer": nnx.state(optimizer)})
+    def write(new: Path) -> None:
+        _orbax_save(new / "arrays", {"model": nnx.state(model, _resumable(model)), "optimizer": nnx.state(optimizer)})
         write_json(new / "progress.json", progress)
-        _swap_in(new, directory)
+
+    _write_whole(Path(run_dir) / "state", write)
 
 
 def has_state(run_dir: Path) -> bool:
