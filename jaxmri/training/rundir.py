@@ -4,11 +4,8 @@ A run directory holds everything needed to read or repeat a run: ``config.json``
 ``metrics.json``, figures, and ``checkpoint/`` (the best-validation model state).
 """
 
-import contextlib
 import json
 import shutil
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from flax import nnx
 
 from jaxmri.data.dataset import ImageSet
 from jaxmri.errors import RunDirError
+from jaxmri.training import stop
 
 
 def default_run_dir(kind: str) -> Path:
@@ -122,23 +120,6 @@ def save_split(path: Path, data: ImageSet, split: dict[str, np.ndarray], *, inde
     write_json(path, {"class_names": list(data.class_names if class_names is None else class_names), "parts": rows})
 
 
-@contextlib.contextmanager
-def _ctrl_c_after():
-    """Hold Ctrl-C until the block ends, then raise it: a save is never cut in half by the user, and
-    orbax's ``asyncio.run`` cannot swallow the interrupt (it cancels its own task on SIGINT otherwise)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
 def _swap_in(new: Path, path: Path) -> None:
     """Replace directory ``path`` by the complete directory ``new`` so that, whenever the process dies,
     either the old or the new copy is whole on disk (``path`` itself, or ``path.old`` while swapping)."""
@@ -161,7 +142,7 @@ def _write_whole(directory: Path, write) -> None:
     """``write(new)`` fills a fresh ``<directory>.new``, which then replaces ``directory`` (``_swap_in``)."""
     directory = Path(directory).absolute()
     new = directory.with_name(directory.name + ".new")
-    with _ctrl_c_after():
+    with stop.held():
         if new.exists():
             shutil.rmtree(new)
         write(new)

@@ -4,7 +4,8 @@ A ``KeyboardInterrupt`` raised at an arbitrary instruction can land inside JAX's
 it into an unrelated ``ValueError``) or inside orbax's ``asyncio.run`` (which swallows it). So
 ``jaxmri.cli.run_command`` runs a command inside ``ctrl_c_at_safe_points()``: the first Ctrl-C only
 sets a flag, and ``check()`` (called by each ``train_epoch`` after every step)
-raises the ``KeyboardInterrupt`` from plain Python. A second Ctrl-C interrupts at once.
+raises the ``KeyboardInterrupt`` from plain Python. A second Ctrl-C interrupts at once. ``held()``
+keeps a Ctrl-C from cutting a save in half, with or without that flag.
 """
 
 import contextlib
@@ -39,3 +40,20 @@ def ctrl_c_at_safe_points():
     finally:
         signal.signal(signal.SIGINT, previous)
         _requested.clear()
+
+
+@contextlib.contextmanager
+def held():
+    """Hold Ctrl-C until the block ends, then raise it (``rundir``'s saves: never half-written, and
+    orbax's ``asyncio.run``, which would cancel its own task on SIGINT, never sees it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
