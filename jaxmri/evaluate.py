@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     given = " ".join(sys.argv[1:] if argv is None else argv)
 
     def body():
+        from jaxmri.training.hosts import one_host_only
+
+        one_host_only("python -m jaxmri.evaluate")
         try:
             if args.resume is not None:
                 raise ValueError("an evaluation resumes by running the same command again (same --out); drop --resume.")

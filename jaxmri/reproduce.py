@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     started = []
 
     def body():
+        from jaxmri.training.hosts import one_host_only
+
+        one_host_only("python -m jaxmri.reproduce")
         data, masks = find_data(args.data, args.masks)
         experiments = plan(args.budget, data=data, masks=masks, weights=args.weights)
         started.append(True)

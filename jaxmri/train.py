@@ -155,8 +155,14 @@ def main(argv=None) -> int:
     started = {}
 
     def body():
+        from jaxmri.training import hosts
+
+        several = hosts.initialize()  # a multi-host launch (JAX_COORDINATOR_ADDRESS, ...): join it first
         try:
             cfg = config_from_args(args)
+            if several and cfg.out is None:
+                raise ValueError("a run over several processes needs --out: the same folder, on a file system "
+                                 "every host sees, in every process's command.")
             check_devices(cfg)
         except ValueError as err:  # a flag value the config refuses: argparse's usage line and exit 2
             parser.error(str(err))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from jaxmri.config import ClassifyConfig
 from jaxmri.data.augment import to_float
-from jaxmri.data.batching import apply_in_batches, epoch_batches, gather, num_batches
+from jaxmri.data.batching import apply_in_batches, epoch_batches, num_batches
 from jaxmri.data.dataset import ImageSet
 from jaxmri.data.source import load_dataset, split_or_explain
 from jaxmri.errors import DataError, WeightsError
@@ -32,6 +32,7 @@ from jaxmri.training.classify_steps import eval_step, train_step
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
 from jaxmri.training import stop
+from jaxmri.training.hosts import check_replicas_agree
 from jaxmri.training.parallel import data_parallel, shard_batch
 from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
                                     write_json)
@@ -92,7 +93,7 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
     bar = tqdm(epoch_batches(indices, batch_size, key_perm), total=num_batches(len(indices), batch_size),
                desc=desc, disable=not progress, leave=False)
     for step, (rows, weight) in enumerate(bar):
-        batch = shard_batch(mesh, gather(arrays, rows, weight))  # split over the devices when there are several
+        batch = shard_batch(mesh, arrays, rows, weight)  # split over the devices when there are several
         result = train_step(model, optimizer, batch, jax.random.fold_in(key_aug, step),
                             max_angle=max_angle, label_smoothing=label_smoothing)
         # A CPU-device sync point per step: the progress bar shows the running loss.
@@ -251,6 +252,7 @@ def train_on_split(cfg: ClassifyConfig, data: ImageSet, split: dict[str, np.ndar
     history, best_epoch = fit(cfg, model, optimizer, {"image": data.images, "label": data.labels}, split["train"],
                               evaluators, key_data, checkpoint_dir=out / "checkpoint", progress=progress, run_dir=out,
                               resume=load_state(out, model, optimizer) if resume else None, mesh=mesh)
+    check_replicas_agree(nnx.state(model))  # several processes: every copy of the final model is the same
 
     restore_checkpoint(out / "checkpoint", model)
     test_logits = (evaluators["test"].logits(model) if len(split["test"])

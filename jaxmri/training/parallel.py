@@ -10,12 +10,18 @@ batch. Evaluation reads the replicated model with whole batches. With one device
 a run is exactly what it was without this module.
 
 ``--devices N`` uses the first N devices (default: all). The batch size must be a multiple of N.
+
+Several hosts (``jaxmri.training.hosts``): the mesh spans every process's devices, and each process
+gathers and places only its own devices' rows of each batch (``shard_batch``).
 """
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxmri.data.batching import gather
+from jaxmri.training.hosts import replicated
 
 BATCH_AXIS = "batch"
 
@@ -27,6 +33,9 @@ def batch_mesh(devices: int = 0) -> Mesh | None:
     """
     visible = jax.devices()
     count = len(visible) if devices == 0 else devices
+    if jax.process_count() > 1 and count != len(visible):
+        raise ValueError(f"--devices {devices}: a run over {jax.process_count()} processes uses all "
+                         f"{len(visible)} devices; drop --devices.")
     if not 1 <= count <= len(visible):
         raise ValueError(f"--devices {devices}: {len(visible)} {visible[0].platform} device(s) are visible; pass a "
                          f"number from 1 to {len(visible)}, or 0 for all.")
@@ -48,7 +57,7 @@ def replicate(mesh: Mesh | None, *objects: nnx.Object) -> None:
         return
     everywhere = NamedSharding(mesh, PartitionSpec())
     for obj in objects:
-        nnx.update(obj, jax.device_put(nnx.state(obj), everywhere))
+        nnx.update(obj, jax.tree.map(lambda x: replicated(x, everywhere), nnx.state(obj)))
 
 
 def data_parallel(devices: int, batch_size: int, *objects: nnx.Object) -> Mesh | None:
@@ -63,8 +72,18 @@ def data_parallel(devices: int, batch_size: int, *objects: nnx.Object) -> Mesh |
     return mesh
 
 
-def shard_batch(mesh: Mesh | None, batch: dict[str, np.ndarray]) -> dict:
-    """``batch`` split along its first axis over ``mesh`` (unchanged NumPy arrays without a mesh)."""
+def own_rows(sharding: NamedSharding, size: int) -> slice:
+    """The rows of a batch of ``size`` that live on this process's devices (all of them on one host)."""
+    parts = sharding.addressable_devices_indices_map((size,)).values()
+    return slice(min(part[0].start or 0 for part in parts), max(part[0].stop or size for part in parts))
+
+
+def shard_batch(mesh: Mesh | None, arrays: dict[str, np.ndarray], rows: np.ndarray, weight: np.ndarray) -> dict:
+    """The batch ``gather(arrays, rows, weight)``, split along its first axis over ``mesh``; NumPy arrays
+    without a mesh. This process gathers only its own devices' rows (``own_rows``)."""
     if mesh is None:
-        return batch
-    return jax.device_put(batch, NamedSharding(mesh, PartitionSpec(BATCH_AXIS)))
+        return gather(arrays, rows, weight)
+    sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+    mine = own_rows(sharding, len(rows))
+    return {name: jax.make_array_from_process_local_data(sharding, part, (len(rows), *part.shape[1:]))
+            for name, part in gather(arrays, rows[mine], weight[mine]).items()}

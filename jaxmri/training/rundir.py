@@ -2,6 +2,9 @@
 
 A run directory holds everything needed to read or repeat a run: ``config.json``, ``split.json``,
 ``metrics.json``, figures, and ``checkpoint/`` (the best-validation model state).
+
+Several processes (``jaxmri.training.hosts``): process 0 writes the run directory and its checkpoints;
+the others write their other files into a worker copy and read checkpoints from process 0's.
 """
 
 import json
@@ -9,13 +12,14 @@ import shutil
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxmri.data.dataset import ImageSet
 from jaxmri.errors import RunDirError
-from jaxmri.training import stop
+from jaxmri.training import hosts, stop
 
 
 def default_run_dir(kind: str) -> Path:
@@ -47,6 +51,10 @@ def start_run(cfg, kind: str, *, resume: bool = False) -> tuple[Path, dict | Non
     """
     from jaxmri.config import save_config
 
+    if not hosts.is_primary():  # process 0 checks and creates the run directory; this one keeps a copy
+        finished = Path(cfg.out) / "metrics.json"
+        return (hosts.worker_copy(Path(cfg.out), resume=resume),
+                json.loads(finished.read_text()) if resume and finished.is_file() else None)
     if not resume:
         out = make_run_dir(cfg.out, kind, overwrite=cfg.overwrite)
         save_config(cfg, out / "config.json")
@@ -139,7 +147,8 @@ def _whole(path: Path) -> Path:
 
 
 def _write_whole(directory: Path, write) -> None:
-    """``write(new)`` fills a fresh ``<directory>.new``, which then replaces ``directory`` (``_swap_in``)."""
+    """``write(new)`` fills a fresh ``<directory>.new``, which then replaces ``directory`` (``_swap_in``).
+    With several processes, all of them wait until it is whole."""
     directory = Path(directory).absolute()
     new = directory.with_name(directory.name + ".new")
     with stop.held():
@@ -147,16 +156,37 @@ def _write_whole(directory: Path, write) -> None:
             shutil.rmtree(new)
         write(new)
         _swap_in(new, directory)
+    hosts.sync(f"saved {directory.name}")
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+    """Orbax, set up so that each process reads and writes as if it were alone (``_orbax_save``)."""
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
 
 
 def _orbax_save(path: Path, tree) -> None:
-    with ocp.StandardCheckpointer() as ckptr:
+    """``tree`` saved at ``path``; with several processes, process 0 saves its NumPy copy, the others an
+    empty folder (they read process 0's)."""
+    if jax.process_count() > 1:
+        if not hosts.is_primary():
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        tree = hosts.to_host(tree)
+    with _checkpointer() as ckptr:
         ckptr.save(path, tree)
 
 
 def _restore_tree(directory: Path, target):
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(_whole(Path(directory).absolute()), target)
+    """What ``_orbax_save`` wrote at ``directory`` (process 0's copy), shaped and placed like ``target``."""
+    directory = _whole(hosts.primary_path(directory))
+    with _checkpointer() as ckptr:
+        if jax.process_count() == 1:
+            return ckptr.restore(directory, target)
+        return hosts.from_host(ckptr.restore(directory, hosts.to_host(target)), target)
 
 
 def save_checkpoint(directory: Path, model: nnx.Module) -> None:
@@ -206,8 +236,7 @@ def load_state(run_dir: Path, model: nnx.Module, optimizer: nnx.Optimizer) -> di
         print(f"{run_dir}: no finished epoch saved; starting from epoch 1")
         return None
     target = {"model": nnx.state(model, _resumable(model)), "optimizer": nnx.state(optimizer)}
-    with ocp.StandardCheckpointer() as ckptr:
-        state = ckptr.restore(directory / "arrays", target)
+    state = _restore_tree(directory / "arrays", target)
     nnx.update(model, state["model"])
     nnx.update(optimizer, state["optimizer"])
     progress = json.loads((directory / "progress.json").read_text())

@@ -22,7 +22,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmri.config import SegmentConfig
-from jaxmri.data.batching import apply_in_batches, epoch_batches, gather, num_batches
+from jaxmri.data.batching import apply_in_batches, epoch_batches, num_batches
 from jaxmri.data.crop import crop_resize
 from jaxmri.data.dataset import ImageSet
 from jaxmri.data.masks import load_masks
@@ -35,6 +35,7 @@ from jaxmri.models import UNet, count_params
 from jaxmri.training.compile_clock import compile_seconds, epoch_time_note
 from jaxmri.training.optim import make_optimizer
 from jaxmri.training import stop
+from jaxmri.training.hosts import check_replicas_agree
 from jaxmri.training.parallel import data_parallel, shard_batch
 from jaxmri.training.rundir import (load_state, restore_checkpoint, save_checkpoint, save_split, save_state, start_run,
                                     write_json)
@@ -102,7 +103,7 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
     bar = tqdm(epoch_batches(indices, batch_size, key_perm), total=num_batches(len(indices), batch_size),
                desc=desc, disable=not progress, leave=False)
     for step, (rows, weight) in enumerate(bar):
-        batch = shard_batch(mesh, gather(arrays, rows, weight))  # split over the devices when there are several
+        batch = shard_batch(mesh, arrays, rows, weight)  # split over the devices when there are several
         result = train_step(model, optimizer, batch, jax.random.fold_in(key_aug, step),
                             loss=loss, max_angle=max_angle)
         # A CPU-device sync point per step: the progress bar shows the running loss.
@@ -226,6 +227,7 @@ def train_on_split(cfg: SegmentConfig, data: ImageSet, index: np.ndarray, masks:
     history, best_epoch = fit(cfg, model, optimizer, {"image": images, "mask": masks}, split, key_data,
                               checkpoint_dir=out / "checkpoint", progress=progress, run_dir=out,
                               resume=load_state(out, model, optimizer) if resume else None, mesh=mesh)
+    check_replicas_agree(nnx.state(model))  # several processes: every copy of the final model is the same
 
     restore_checkpoint(out / "checkpoint", model)
     test = split["test"]
