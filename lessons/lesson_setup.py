@@ -7,6 +7,9 @@ Not a lesson itself. Each lesson does ``from lesson_setup import ...`` (the less
 - ``JAXMRI_LESSON_FIGURES``: folder for the PNGs (default ``lessons/figures``, git-ignored).
 - ``JAXMRI_DATA``: the folder holding ``brain_tumor_dataset/`` and ``annotations/`` (default
   ``../shared/data`` beside the repository); without it the lessons generate phantoms.
+
+Importing it also sets the course's one figure style (``STYLE``: sizes, fonts, grid, colours; tumor is
+always ``TUMOR`` red and healthy ``HEALTHY`` blue), so every lesson's figures look alike.
 """
 
 import os
@@ -23,6 +26,15 @@ from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
 import jaxmri  # noqa: E402
 from jaxmri.data.phantom import write_phantom_dataset  # noqa: E402
+
+TUMOR, HEALTHY = "#d62728", "#1f77b4"  # the colours of the two classes, in every figure
+STYLE = {
+    "figure.figsize": (8, 3.6), "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
+    "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.3, "image.cmap": "gray", "savefig.bbox": "tight",
+    "axes.prop_cycle": matplotlib.cycler(color=[HEALTHY, TUMOR, "#2ca02c", "#ff7f0e", "#9467bd", "#7f7f7f"]),
+}
+plt.rcParams.update(STYLE)
 
 QUICK = os.environ.get("JAXMRI_LESSON_QUICK") == "1"
 ROOT = Path(jaxmri.__file__).resolve().parents[1]  # the repository (jaxmri is installed editable)
