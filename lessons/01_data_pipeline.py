@@ -299,13 +299,25 @@ print(f"leaked: train->val {leaked(split['train'], split['val'], data.groups)}, 
 #
 # ## Exercises
 #
-# 1. Group with byte-identity only: `jaxmri.data.duplicates.duplicate_groups(..., max_distance=-1)` (the
-#    dataset keeps this as `data.exact_groups`). Split with those groups and count, with the perceptual
-#    groups `data.groups`, how many near-duplicates still leak into the test set. What does that say
-#    about checking for duplicates by file hash alone?
-# 2. Make an image on which `brain_box` cannot find a head (for example a very dark scan,
-#    `(image * 0.15).astype(np.uint8)`). What box does it return, and why is that safer than raising an
-#    error in the middle of a dataset?
-# 3. Build a 1-nearest-neighbour classifier on perceptual hashes (label of the training image with the
-#    smallest Hamming distance). Compare its test accuracy on a random split and on a grouped split.
-#    Which number would you believe?
+# Each checker recomputes the answer its own way; import them with
+# `from checks.lesson_01 import check_exact_only_leak, check_dark_box, check_hash_neighbour`.
+#
+# 1. Group with byte-identity only (`data.exact_groups`, what
+#    `jaxmri.data.duplicates.duplicate_groups(..., max_distance=-1)` gives): split with those groups
+#    (`grouped_stratified_split(data.labels, data.exact_groups, test_fraction=0.27, val_fraction=0.0,
+#    seed=seed)` for seeds 0..199) and count with `leaked(...)` and the perceptual groups `data.groups` how
+#    many near-duplicates still reach the test set. Check the mean with
+#    `check_exact_only_leak(data, mean_leaked)`. You should see roughly 4 leaked test images per split
+#    on this lesson's phantoms and over 10 on the real set: what does that say about checking for
+#    duplicates by file hash alone?
+# 2. Darken a scan, `(image * f).astype(np.uint8)` for `f` = 1.0, 0.95, ..., 0.05, and find the largest
+#    `f` at which `brain_box` cannot find a head any more. Check it with `check_dark_box(image, f)`. You
+#    should see roughly `f` = 0.15 to 0.25 and the box `(0, 0, W, H)`: why is keeping the whole image
+#    safer than raising an error in the middle of a dataset?
+# 3. Build a 1-nearest-neighbour classifier on perceptual hashes (each test image gets the label of the
+#    training image with the smallest Hamming distance, ties to the first as `np.argmin` does). Average
+#    its test accuracy over seeds 0..9 on a random split (the first `round(0.27 * n)` images of
+#    `np.random.default_rng(seed).permutation(n)` are the test set) and on the grouped split
+#    (`val_fraction=0.0`). Check both with `check_hash_neighbour(data, random_accuracy, grouped_accuracy)`.
+#    You should see the random split score roughly 0.1 higher than the grouped one. Which number would
+#    you believe?

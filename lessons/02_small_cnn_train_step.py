@@ -29,6 +29,9 @@
 # The model is `jaxmri.models.small_cnn.SmallCNN`, the step `jaxmri.training.classify_steps.train_step`, the optimizer
 # `jaxmri.training.optim.make_optimizer`; the data come from lesson 1's pipeline (`jaxmri.data.dataset`,
 # `jaxmri.data.split`). This file holds no second copy of any of them.
+#
+# It assumes lesson 0: `jax.random.key`, `split` and `fold_in`, `jax.jit` and tracing, pytrees and their
+# paths, and NNX's `split` / `merge` are explained there, and used here without a second introduction.
 
 # %% [markdown]
 # ## Setup
@@ -292,11 +295,23 @@ for kind, history in (("adam", history_adam), ("adamw", history_adamw)):
 # %% [markdown]
 # ## Exercises
 #
-# 1. How many parameters would SmallCNN have at the U-Net's 256x256 input? Write the count as a formula
-#    in the image side `S`, check it with `nnx.eval_shape`, and explain why VGG19 (lesson 3) does not
-#    have this problem (hint: `jaxmri.models.layers.adaptive_avg_pool`).
-# 2. Train with `WEIGHT_DECAY = 0` and with `4e-2` for both `kind="adam"` and `kind="adamw"`. In
-#    `trajectory`, after how many steps is the "no gradient" weight below 0.01 with Adam-L2 for each
-#    non-zero value, and why does that barely depend on `wd`?
-# 3. The paper's text says lr 0.01, its Table 3 says 0.001. Train with both and compare the validation
-#    curves. Which do you think the authors ran, given their Figure 2's "highly variable" test accuracy?
+# Each checker recomputes the answer its own way; import them with
+# `from checks.lesson_02 import check_param_formula, check_decay_steps, check_first_adam_step`.
+#
+# 1. How many parameters would SmallCNN have at the U-Net's 256x256 input? Write the count as a function
+#    `params_at(S)` of the image side `S` (a formula, not a model) and check it with
+#    `check_param_formula(params_at)`, which compares it with `nnx.eval_shape` at five sides. You should
+#    see roughly 16.8 million at 256. Why does VGG19 (lesson 3) not have this problem (hint:
+#    `jaxmri.models.layers.adaptive_avg_pool`)?
+# 2. With `make_tx(kind="adam")` and the "no gradient" weight of `trajectory`, after how many steps is
+#    the weight below 0.01 for `weight_decay` 4e-4 and 4e-2? And with `kind="adamw"`, where it shrinks by
+#    `(1 - lr * wd)` per step? Check with `check_decay_steps({4e-4: n1, 4e-2: n2}, {4e-4: m1, 4e-2: m2})`.
+#    You should see roughly 2,200 steps for Adam-L2 at both values, but over 100,000 for AdamW at 4e-2:
+#    why does Adam-L2 barely depend on `wd`?
+# 3. The paper's text says lr 0.01, its Table 3 says 0.001. First take ONE `train_step` with a fresh
+#    SmallCNN and `make_optimizer(model, lr=lr, weight_decay=WEIGHT_DECAY)` for each rate, and pass fc1's
+#    kernel before and after to `check_first_adam_step({1e-3: (before, after), 1e-2: (before, after)})`.
+#    You should see almost every weight move by exactly `lr`. Then train with both rates
+#    (`CFG = dataclasses.replace(CFG, lr=...)`, then `train("adam", EPOCHS)`) and compare the first
+#    epoch's loss (several times larger at 0.01) and the validation curves. Which do you think the
+#    authors ran, given their Figure 2's "highly variable" test accuracy?

@@ -297,11 +297,24 @@ else:
 # %% [markdown]
 # ## Exercises
 #
+# Each checker rebuilds the lesson's tiny VGG19 and recomputes the answer; import them with
+# `from checks.lesson_03 import check_finetune_filter, check_trap_step, check_embedding_cache`.
+#
 # 1. Fine-tune more than the head: write a filter that trains `head`, `fc1`, `fc2` and the last conv
-#    block (`convs.12` to `convs.15`; `nnx.Any`, `nnx.PathContains` and the integer path entries help),
-#    build the optimizer with it, and use `snapshot` / `change_per_layer` to prove that exactly those
-#    layers moved.
-# 2. In the trap, compare each frozen layer's change with the size of its gradient (compute one with
-#    `nnx.grad`). Why can a "frozen" layer move *more* than the head that Adam trains with `lr = 1e-3`?
-# 3. `jaxmri.training.classify` caches `model.embed(images)` for evaluation. Why is that exact only with the
-#    backbone frozen *and* dropout off, and why can it not be used for the training images?
+#    block (`convs.12` to `convs.15`; `nnx.All`, `nnx.Any`, `nnx.PathContains` and the integer path
+#    entries help), build `nnx.Optimizer(model, make_tx(...), wrt=your_filter)`, and use `snapshot` /
+#    `change_per_layer` to see which layers moved. Check it with `check_finetune_filter(your_filter)`.
+#    You should see exactly those 7 layers move and the other 12 convolutions stay bit-identical.
+# 2. In the trap, take ONE step from a fresh `VGG19Classifier(2, **TINY, rngs=nnx.Rngs(0))` after
+#    `model.eval()` and with key `None` (no dropout, no augmentation: a deterministic step), and check
+#    `change_per_layer` of it with `check_trap_step(batch, changes)`, which compares each frozen layer's
+#    change with its gradient. You should see every frozen layer move by exactly its largest gradient and
+#    the head by `lr` = 1e-3, with at least one frozen layer (roughly `fc2`) moving further than the head.
+#    Why can a "frozen" layer move *more* than the layer Adam trains?
+# 3. `jaxmri.training.classify` caches `model.embed(images)` for evaluation (`Evaluator(...).features`).
+#    Cache the validation images' embeddings once, train the head a few steps, then write
+#    `logits_from_cache(model, embeddings)` and check it with
+#    `check_embedding_cache(model, val_images, embeddings, logits_from_cache)` (`val_images` uint8). You
+#    should see the cached logits equal the model's and, with dropout on, embeddings that move by roughly
+#    0.1. Why is the cache exact only with the backbone frozen *and* dropout off, and why can it not be
+#    used for the training images?

@@ -296,11 +296,24 @@ for name, rows in (("tumor", has_tumor[test] == 1), ("healthy", has_tumor[test] 
 #
 # ## Exercises
 #
-# 1. Set `LOSS = "bce"` (the paper's loss) and re-run. For how many epochs does the test Dice stay at 0,
-#    and what is the pixel accuracy meanwhile? What single number would the paper have reported?
-# 2. Set `NEGATIVES = 0`. Then predict on a few healthy images: how many false-positive pixels appear,
-#    and what is their mean Dice under the empty-mask rule? Why does the choice of rule change the
-#    average so much?
-# 3. Resize a mask with `cv2.INTER_LINEAR` instead of `cv2.INTER_NEAREST` in `crop_resize`, threshold at
-#    0.5 and at 0.01, and compute the Dice against the nearest-neighbour mask. Where along the outline do
-#    the differences sit, and why do they matter more for small tumors?
+# Each checker recomputes the scores with its own NumPy code; import them with
+# `from checks.lesson_04 import check_all_background, check_healthy_predictions, check_interpolation`.
+#
+# 1. Set `LOSS = "bce"` (the paper's loss) and re-run the training. Score the all-background prediction
+#    on the test part (`segmentation_scores(masks[test], np.zeros_like(masks[test]))`, then `mean_scores`)
+#    and check it with `check_all_background(masks[test], pixel_accuracy, dice, history)`, which also
+#    counts the epochs in which the model predicted exactly that. You should see roughly pixel accuracy
+#    0.96 to 0.97 with Dice equal to the healthy share of the test part (about 0.16 to 0.18), for most
+#    or all of the quick run's epochs. What single number would the paper have reported?
+# 2. Set `NEGATIVES = 0` and re-run. Then predict on the healthy images (`data.labels == 0`; none was
+#    trained on) with `evaluate(model, images, empty_masks, ...)`, count the false-positive pixels per
+#    image and check them and the Dice with `check_healthy_predictions(probs, false_pixels, dice)`. In
+#    quick mode you should see roughly half of the healthy scans with stray tumor pixels and a mean Dice
+#    near 0.45 (the count swings a lot with the number of epochs), where the run above, with negatives,
+#    scored its healthy test images near 1. Why does the choice of empty-mask rule change the average so
+#    much?
+# 3. Resize the annotated masks with `cv2.INTER_LINEAR` (as float32) instead of `cv2.INTER_NEAREST` in
+#    `crop_resize`, threshold at 0.5 and at 0.01, and compute each one's Dice against the
+#    nearest-neighbour mask; check with `check_interpolation(original_masks, boxes, IMAGE_SIZE, dice_half,
+#    dice_low)`. You should see a mean Dice of roughly 0.92, lower for the smallest tumors. Where along
+#    the outline do the differences sit, and why do they matter more for small tumors?
