@@ -41,7 +41,6 @@
 # `$JAXMRI_LESSON_FIGURES` (default `lessons/figures/`).
 
 # %%
-import shutil
 from pathlib import Path
 
 import cv2
@@ -61,7 +60,7 @@ from jaxmri.data.phantom import make_phantom  # noqa: E402
 from jaxmri.data.split import grouped_stratified_split  # noqa: E402
 from jaxmri.errors import DataError  # noqa: E402
 
-from lesson_setup import QUICK, lesson_data, save  # noqa: E402
+from lesson_setup import QUICK, add_phantom_copies, lesson_data, save  # noqa: E402
 IMAGE_SIZE = 64 if QUICK else 224  # the paper resizes to 224 x 224
 
 DATA, SOURCE, WORK = lesson_data("lesson01")
@@ -185,15 +184,7 @@ save(fig, "01_brain_crop.png")
 if SOURCE == "phantom data":
     # Phantoms are all different; the real set is not. Give the phantom set the same kinds of copies
     # (byte-identical files, and re-saved smaller JPEGs) so that the rest of the lesson has work to do.
-    pick = np.random.default_rng(0)
-    for folder in ("yes", "no"):
-        files = sorted((DATA / folder).glob("*.png"))
-        for i, src in enumerate(pick.choice(files, 12, replace=False)):
-            if i < 7:
-                shutil.copy(src, src.with_name(f"{src.stem} copy.png"))
-            else:
-                small = cv2.resize(cv2.imread(str(src)), None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
-                cv2.imwrite(str(src.with_name(f"{src.stem}_resaved.jpg")), small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    add_phantom_copies(DATA)  # lesson_setup.py: 7 byte-identical copies and 5 re-saved JPEGs per class
     print("added 14 byte-identical copies and 10 re-saved JPEG copies to the phantom set")
 
 data = load_image_folder(DATA, image_size=IMAGE_SIZE, progress=False)

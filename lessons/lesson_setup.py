@@ -13,10 +13,12 @@ always ``TUMOR`` red and healthy ``HEALTHY`` blue), so every lesson's figures lo
 """
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -53,6 +55,20 @@ def lesson_data(name: str):
         data, source = write_phantom_dataset(Path(work.name) / "phantom", 60, 40, seed=0), "phantom data"
     print(f"Data: {source.upper()} in {data}; quick mode: {QUICK}; figures -> {FIGURES}")
     return data, source, work
+
+
+def add_phantom_copies(data: Path) -> None:
+    """Give a phantom set the kinds of copies the real set has (lesson 1 and its solutions): in each class
+    folder, 7 byte-identical copies and 5 re-saved, 0.8x smaller JPEGs of randomly chosen scans (seed 0)."""
+    pick = np.random.default_rng(0)
+    for folder in ("yes", "no"):
+        files = sorted((data / folder).glob("*.png"))
+        for i, src in enumerate(pick.choice(files, 12, replace=False)):
+            if i < 7:
+                shutil.copy(src, src.with_name(f"{src.stem} copy.png"))
+            else:
+                small = cv2.resize(cv2.imread(str(src)), None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+                cv2.imwrite(str(src.with_name(f"{src.stem}_resaved.jpg")), small, [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 def save(fig, name: str, dpi: int = 80) -> Path:

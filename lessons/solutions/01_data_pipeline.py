@@ -11,9 +11,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # lessons/: lesson_setup and checks
 
-import shutil  # noqa: E402
-
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from checks.lesson_01 import check_dark_box, check_exact_only_leak, check_hash_neighbour  # noqa: E402
@@ -23,20 +20,12 @@ from jaxmri.data.duplicates import count_groups, hamming_distance, perceptual_ha
 from jaxmri.data.images import read_image, to_gray  # noqa: E402
 from jaxmri.data.split import grouped_stratified_split  # noqa: E402
 
-from lesson_setup import QUICK, lesson_data  # noqa: E402
+from lesson_setup import QUICK, add_phantom_copies, lesson_data  # noqa: E402
 
 IMAGE_SIZE = 64 if QUICK else 224
 DATA, SOURCE, WORK = lesson_data("lesson01-solutions")
 if SOURCE == "phantom data":  # the lesson's copies: 7 byte-identical and 5 re-saved JPEGs per class
-    pick = np.random.default_rng(0)
-    for folder in ("yes", "no"):
-        files = sorted((DATA / folder).glob("*.png"))
-        for i, src in enumerate(pick.choice(files, 12, replace=False)):
-            if i < 7:
-                shutil.copy(src, src.with_name(f"{src.stem} copy.png"))
-            else:
-                small = cv2.resize(cv2.imread(str(src)), None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
-                cv2.imwrite(str(src.with_name(f"{src.stem}_resaved.jpg")), small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    add_phantom_copies(DATA)
 data = load_image_folder(DATA, image_size=IMAGE_SIZE, progress=False)
 print(data.summary())
 
