@@ -64,3 +64,35 @@ def test_segmentation_scores_by_hand():
     assert s["sensitivity"][0] == 1.0 and np.isnan(s["sensitivity"][1:]).all()
     means = mean_scores(s)
     assert means["sensitivity"] == 1.0 and means["dice"] == pytest.approx((0.8 + 0 + 1) / 3)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "vgg19", "unet"])
+def test_a_second_fold_reuses_the_compiled_train_step(arch):
+    """A new model and optimizer with the same settings (the next fold) runs the executable already
+    compiled: the optimizer's transformation is static in the step's signature, so ``make_tx`` must
+    hand back the same object for the same settings."""
+    from flax import nnx
+
+    from jaxmri.models import UNet, VGG19Classifier
+    from jaxmri.models.small_cnn import SmallCNN
+    from jaxmri.training import classify_steps, segment_steps
+    from jaxmri.training.optim import make_optimizer
+
+    step = segment_steps.train_step if arch == "unet" else classify_steps.train_step
+    compiled = []
+    size, channels = (32, 1) if arch == "unet" else (32, 3)
+    batch = {"image": jnp.zeros((2, size, size, channels), jnp.uint8), "weight": jnp.ones(2, jnp.float32)}
+    batch.update({"mask": jnp.zeros((2, size, size, 1), jnp.uint8)} if arch == "unet" else {"label": jnp.zeros(2, jnp.int32)})
+    for fold in range(2):
+        rngs = nnx.Rngs(fold)
+        model = {"cnn": lambda: SmallCNN(2, image_size=size, rngs=rngs),
+                 "vgg19": lambda: VGG19Classifier(2, widths=(4, 4, 4, 4, 4), hidden=8, rngs=rngs),
+                 "unet": lambda: UNet(1, 1, width=4, depth=2, rngs=rngs)}[arch]()
+        model.train()
+        optimizer = make_optimizer(model, lr=1e-3, weight_decay=4e-4, schedule="cosine", steps=10)
+        step(model, optimizer, batch, None)
+        compiled.append(step.cache_size())
+    assert step.options, "this jaxlib rejected the CPU option, so nothing went through CompiledStep's cache"
+    assert compiled[1] == compiled[0]
+    assert make_tx(lr=1e-3, weight_decay=4e-4) is make_tx(lr=1e-3, weight_decay=4e-4)
+    assert make_tx(lr=1e-3, weight_decay=4e-4) is not make_tx(lr=2e-3, weight_decay=4e-4)

@@ -10,15 +10,23 @@ gradient, no state and no update. (``optax.masked`` alone would be a trap here: 
 leaves' raw gradients through as updates.)
 """
 
+import functools
+
 import optax
 from flax import nnx
 
 from jaxmri.config import OPTIMIZERS, SCHEDULES
 
 
+@functools.cache
 def make_tx(*, lr: float, weight_decay: float, kind: str = "adam", b1: float = 0.9, schedule: str = "constant",
             steps: int | None = None) -> optax.GradientTransformation:
     """Adam with PyTorch-style L2 weight decay (``kind="adam"``, the paper) or AdamW (``kind="adamw"``).
+
+    Cached: the same settings return the same (stateless) transformation object. The optimizer's
+    transformation is part of a jitted step's static signature, and optax's functions compare by
+    identity, so a fresh object per fold of a cross-validation would compile the train step again
+    (1.5-3 s a fold); with one object the folds share one executable.
 
     ``b1`` is the paper's "momentum 0.9" (Adam's first-moment decay). ``schedule="cosine"`` decays the
     learning rate from ``lr`` to 0 over ``steps`` optimizer steps (the whole run); "constant" is the paper's.
