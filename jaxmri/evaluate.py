@@ -15,11 +15,11 @@ are refused with the names of the differing settings.
 import dataclasses
 import sys
 
-from jaxmri.allocator import tune_malloc
 from jaxmri.cli import run_command
 from jaxmri.evaluation.bootstrap import RESAMPLES
 from jaxmri.train import build_parser, check_devices, config_from_args
 from jaxmri.training.rundir import default_run_dir
+from jaxmri.process import own_process
 
 
 def _evaluate_flags(p) -> None:
@@ -77,5 +77,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    tune_malloc()  # this process is ours: set glibc up before JAX starts its threads (JAXMRI_MALLOC=default: not)
+    own_process()  # this process is ours: glibc's allocator and XLA's compile cache (jaxmri.process)
     sys.exit(main())

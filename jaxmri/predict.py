@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from jaxmri.allocator import tune_malloc
 from jaxmri.errors import DataError, JaxmriError
+from jaxmri.process import own_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,5 +109,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    tune_malloc()  # this process is ours: set glibc up before JAX starts its threads (JAXMRI_MALLOC=default: not)
+    own_process()  # this process is ours: glibc's allocator and XLA's compile cache (jaxmri.process)
     sys.exit(main())

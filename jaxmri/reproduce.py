@@ -14,9 +14,9 @@ where it stopped; finished experiments are kept.
 import argparse
 import sys
 
-from jaxmri.allocator import tune_malloc
 from jaxmri.config import DEFAULT_VGG19_WEIGHTS
 from jaxmri.cli import run_command
+from jaxmri.process import own_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,5 +61,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    tune_malloc()  # this process is ours: set glibc up before JAX starts its threads (JAXMRI_MALLOC=default: not)
+    own_process()  # this process is ours: glibc's allocator and XLA's compile cache (jaxmri.process)
     sys.exit(main())

@@ -14,10 +14,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from jaxmri.allocator import tune_malloc
 from jaxmri.config import ARCHS, LOSSES, OPTIMIZERS, PRETRAINED, SCHEDULES, ClassifyConfig, SegmentConfig, load_config
 from jaxmri.cli import run_command
 from jaxmri.errors import RunDirError
+from jaxmri.process import own_process
 
 # The defaults each flag's help text quotes.
 CLASSIFY_DEFAULTS, SEGMENT_DEFAULTS = ClassifyConfig(), SegmentConfig()
@@ -186,5 +186,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    tune_malloc()  # this process is ours: set glibc up before JAX starts its threads (JAXMRI_MALLOC=default: not)
+    own_process()  # this process is ours: glibc's allocator and XLA's compile cache (jaxmri.process)
     sys.exit(main())

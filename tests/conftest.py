@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,13 @@ settings.register_profile("jaxmri", deadline=None, derandomize=bool(os.environ.g
 settings.load_profile("jaxmri")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# The commands the tests start (``python -m jaxmri...``) keep XLA's compiled programs in a cache
+# (``jaxmri.compile_cache``): give the test session its own, empty at the start and removed at the end,
+# never the user's ~/.cache.
+if "JAXMRI_COMPILE_CACHE" not in os.environ:
+    os.environ["JAXMRI_COMPILE_CACHE"] = _SESSION_CACHE = tempfile.mkdtemp(prefix="jaxmri-test-xla-")
+    atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 
 
 def data_root() -> Path:

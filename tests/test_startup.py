@@ -1,4 +1,4 @@
-"""Start-up and process set-up: the abstract VGG19 build, the allocator settings, the compile clock."""
+"""Start-up and process set-up: the abstract VGG19 build, the allocator settings, the compile cache, the compile clock."""
 
 import subprocess
 import sys
@@ -73,3 +73,53 @@ def test_entry_points_tune_malloc_unless_asked_not_to(env, expected, monkeypatch
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     if sys.platform.startswith("linux") and "not glibc" not in out:
         assert out.startswith(expected)
+
+
+# A subprocess that sets the process up as the commands do, compiles one function and reports the
+# persistent cache's hits. JAX caches only programs that took MIN_COMPILE_SECONDS to compile; this one
+# is tiny, so the threshold is lowered to 0 after ``own_process`` (the wiring is what is tested here).
+CACHE_PROBE = """
+import jax, jax.numpy as jnp
+from jaxmri.process import own_process
+print(own_process()["compile_cache"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+hits = []
+jax.monitoring.register_event_listener(lambda name, **_: hits.append(name) if name.endswith("/cache_hits") else None)
+print(float(jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.arange(64.0).reshape(8, 8) / 64)), len(hits))
+"""
+
+
+def _probe(env_updates: dict, monkeypatch) -> tuple[str, str, str]:
+    """(what ``enable_compile_cache`` said, the function's value, how many cache hits)."""
+    for name, value in env_updates.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    done = subprocess.run([sys.executable, "-c", CACHE_PROBE], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    where, result = done.stdout.strip().splitlines()
+    return (where, *result.split())
+
+
+def test_the_commands_keep_compiled_programs_in_the_cache_folder(tmp_path, monkeypatch):
+    cache = tmp_path / "xla"
+    where, value, hits = _probe({"JAXMRI_COMPILE_CACHE": str(cache)}, monkeypatch)
+    assert where == str(cache) and hits == "0" and any(cache.iterdir())
+    where, again, hits = _probe({"JAXMRI_COMPILE_CACHE": str(cache)}, monkeypatch)
+    assert again == value and int(hits) >= 1  # the second process loaded the executable
+
+
+def test_the_compile_cache_defaults_to_xdg_and_can_be_switched_off(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXMRI_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert _probe({}, monkeypatch)[0] == str(tmp_path / "jaxmri" / "xla")
+    off = tmp_path / "off"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(off))
+    assert _probe({"JAXMRI_COMPILE_CACHE": "off"}, monkeypatch)[0] == "off (JAXMRI_COMPILE_CACHE=off)"
+    assert not off.exists()
+
+
+def test_an_unusable_cache_folder_leaves_the_cache_off_and_the_command_running(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    where, value, hits = _probe({"JAXMRI_COMPILE_CACHE": str(blocker / "xla")}, monkeypatch)
+    assert where.startswith(f"off ({blocker / 'xla'}") and float(value) > 0 and hits == "0"
