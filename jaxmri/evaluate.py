@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         out = cfg.out or default_run_dir(f"cv-{args.task}")
         args.out = str(out)
         cross_validate(cfg, folds=args.folds, repeats=args.repeats, grid=grid, resamples=args.bootstrap, out=out,
-                       overwrite=bool(cfg.overwrite))
+                       overwrite=bool(cfg.overwrite), progress=not args.no_progress)
 
     def resume():
         return args.out and ("continue with the same command" + ("" if "--out" in given else f" and --out {args.out}")

@@ -53,6 +53,8 @@ def _common(p: argparse.ArgumentParser, d) -> None:
     p.add_argument("--skip-unreadable", action="store_true", default=None, help="train on the readable images and "
                    "list the unreadable ones, instead of stopping")
     p.add_argument("--overwrite", action="store_true", default=None, help="allow writing into a non-empty --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar within an epoch (for logs; the "
+                   "line per epoch still prints)")
 
 
 def build_parser(prog: str = "python -m jaxmri.train", description: str = "Train the paper's models on brain MRI: "
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
         else:
             from jaxmri.training.segment import run
         started["out"] = cfg.out
-        run(cfg, resume=args.resume is not None)
+        run(cfg, resume=args.resume is not None, progress=not args.no_progress)
 
     def resume():
         out = started.get("out")

@@ -163,3 +163,19 @@ def test_bad_files_stop_before_training_and_skip_unreadable_trains_on_the_rest(t
     printed = capsys.readouterr()
     assert "notes.jpg" in printed.out + printed.err
     assert sum(len(v) for v in json.loads((out / "split.json").read_text())["parts"].values()) == 20
+
+
+def test_no_progress_leaves_only_the_epoch_lines(tmp_path, phantom_dir, capsys):
+    """``--no-progress`` (train and evaluate): no bar within an epoch, the line per epoch still prints."""
+    from jaxmri.evaluate import main as evaluate
+
+    tiny = ["--data", str(phantom_dir), "--epochs", "1", "--image-size", "32", "--batch-size", "8"]
+    assert main(["classify", *tiny, "--out", str(tmp_path / "bar")]) == 0
+    shown = capsys.readouterr()
+    assert "epoch 1/1:" in shown.err  # the bar, as a user at a terminal sees it
+    assert main(["classify", *tiny, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert evaluate(["classify", *tiny, "--folds", "2", "--bootstrap", "100", "--out", str(tmp_path / "cv"),
+                     "--no-progress"]) == 0
+    quiet = capsys.readouterr()
+    assert "epoch 1/1:" not in quiet.err and "it/s" not in quiet.err
+    assert quiet.out.count("epoch   1/1") == 3  # the run's line, then one per fold

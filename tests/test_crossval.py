@@ -182,3 +182,22 @@ def test_evaluate_repeats_report_seed_to_seed_variation(tmp_path, phantom_dir):
     assert len(cv["per_repeat_mean"]["accuracy"]) == 2 and "repeat_sd" in cv
     assert len(cv["out_of_fold_predictions"]) == 2 * 20  # every image once per repeat
     assert "Seed-to-seed variation" in (out / "cv.md").read_text()
+
+
+def test_roc_figure_draws_folds_in_blues_and_pooled_in_black(tmp_path, monkeypatch):
+    """No fold curve takes the red the other figures reserve for the tumor class, however many folds."""
+    from jaxmri.evaluation import plots
+
+    drawn = []
+    monkeypatch.setattr(plots.plt, "close", drawn.append)  # keep the figure to read its lines
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    curves = [(f"fold {k}", labels, rng.random(40)) for k in range(10)] + [("pooled", labels, rng.random(40))]
+    plots.roc_figure(curves, tmp_path / "roc.png")
+    assert (tmp_path / "roc.png").is_file()
+    from matplotlib.colors import to_rgb
+
+    colour = {line.get_label().split(" (AUC")[0]: to_rgb(line.get_color()) for line in drawn[0].axes[0].get_lines()}
+    folds = [colour[name] for name, _, _ in curves[:-1]]
+    assert all(b > r and b > g for r, g, b in folds) and len(set(folds)) == 10
+    assert colour["pooled"] == (0.0, 0.0, 0.0)

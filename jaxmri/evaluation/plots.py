@@ -87,10 +87,13 @@ def roc_figure(curves, path: Path) -> None:
     from jaxmri.evaluation.metrics import roc_auc, roc_curve
 
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    # Folds in shades of one blue (never the red the other figures give the tumor class), pooled in black.
+    folds = [name for name, _, _ in curves if name != "pooled"]
+    shade = dict(zip(folds, plt.cm.Blues(np.linspace(0.45, 0.95, max(len(folds), 1)))))
     for name, labels, scores in curves:
         fpr, tpr = roc_curve(labels, scores)
         bold = name == "pooled"
-        ax.plot(fpr, tpr, color="black" if bold else None, lw=2.2 if bold else 1.0, alpha=1 if bold else 0.6,
+        ax.plot(fpr, tpr, color="black" if bold else shade[name], lw=2.2 if bold else 1.0, alpha=1 if bold else 0.8,
                 label=f"{name} (AUC {roc_auc(labels, scores):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=0.8)
     ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
