@@ -17,9 +17,9 @@ import sys
 
 from jaxmri.cli import run_command
 from jaxmri.evaluation.bootstrap import RESAMPLES
+from jaxmri.process import own_process
 from jaxmri.train import build_parser, check_devices, config_from_args
 from jaxmri.training.rundir import default_run_dir
-from jaxmri.process import own_process
 
 
 def _evaluate_flags(p) -> None:

@@ -80,7 +80,7 @@ def test_a_second_fold_reuses_the_compiled_train_step(arch):
 
     step = segment_steps.train_step if arch == "unet" else classify_steps.train_step
     compiled = []
-    size, channels = (32, 1) if arch == "unet" else (32, 3)
+    size, channels = 32, 1 if arch == "unet" else 3
     batch = {"image": jnp.zeros((2, size, size, channels), jnp.uint8), "weight": jnp.ones(2, jnp.float32)}
     batch.update({"mask": jnp.zeros((2, size, size, 1), jnp.uint8)} if arch == "unet" else {"label": jnp.zeros(2, jnp.int32)})
     for fold in range(2):

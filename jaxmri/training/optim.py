@@ -26,7 +26,7 @@ def make_tx(*, lr: float, weight_decay: float, kind: str = "adam", b1: float = 0
     Cached: the same settings return the same (stateless) transformation object. The optimizer's
     transformation is part of a jitted step's static signature, and optax's functions compare by
     identity, so a fresh object per fold of a cross-validation would compile the train step again
-    (1.5-3 s a fold); with one object the folds share one executable.
+    (1.2-1.8 s a fold for SmallCNN on 2 cores); with one object the folds share one executable.
 
     ``b1`` is the paper's "momentum 0.9" (Adam's first-moment decay). ``schedule="cosine"`` decays the
     learning rate from ``lr`` to 0 over ``steps`` optimizer steps (the whole run); "constant" is the paper's.
