@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxmri.models import count_params
-from jaxmri.models.layers import max_pool_2x2
+from jaxmri.models.layers import conv3x3_relu_max_pool_2x2, max_pool_2x2, normalize
 from jaxmri.models.small_cnn import SmallCNN
 from jaxmri.training.classify_steps import train_step
 from jaxmri.training.optim import make_optimizer
@@ -80,3 +80,48 @@ def test_whole_train_step_learns_a_fixed_batch():
         last = train_step(model, optimizer, batch)
     assert float(last["loss_sum"]) < float(first["loss_sum"])
     assert float(last["correct"]) == 8.0
+
+
+def _plain_conv_relu_pool(x, kernel, bias):
+    # Table 2 layers 1-2 written the obvious way: the reference for the blocked computation.
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return max_pool_2x2(nnx.relu(y + bias))
+
+
+@pytest.mark.parametrize("shape, cout", [((2, 8, 8, 3), 16), ((1, 6, 10, 3), 4), ((3, 4, 4, 1), 2), ((1, 2, 2, 5), 3)])
+def test_blocked_conv_relu_pool_equals_the_plain_layers_and_their_gradients(shape, cout):
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, shape[-1], cout)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(cout), jnp.float32)
+    cotangent = jnp.asarray(rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, cout)), jnp.float32)
+
+    out = jax.jit(conv3x3_relu_max_pool_2x2)(x, kernel, bias)
+    np.testing.assert_allclose(out, _plain_conv_relu_pool(x, kernel, bias), rtol=1e-5, atol=1e-5)
+
+    def grads(fn):
+        return jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) * cotangent), argnums=(0, 1, 2)))(x, kernel, bias)
+
+    for got, want in zip(grads(conv3x3_relu_max_pool_2x2), grads(_plain_conv_relu_pool)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_conv_relu_pool_rejects_odd_maps():
+    with pytest.raises(ValueError, match="even H and W"):
+        conv3x3_relu_max_pool_2x2(jnp.zeros((1, 5, 6, 3)), jnp.zeros((3, 3, 3, 4)), jnp.zeros(4))
+
+
+def test_small_cnn_logits_and_gradients_match_the_plain_first_layer():
+    # The whole model at the paper's size: the blocked first layer changes nothing beyond float32 rounding.
+    model = SmallCNN(2, rngs=nnx.Rngs(3))
+    images = jnp.asarray(np.random.default_rng(3).random((2, 224, 224, 3)), jnp.float32)
+
+    def plain_logits(m, x):
+        x = _plain_conv_relu_pool(normalize(x), m.conv1.kernel[...], m.conv1.bias[...])
+        return m.from_last_conv(nnx.relu(m.conv2(x)))
+
+    np.testing.assert_allclose(model(images), plain_logits(model, images), rtol=1e-4, atol=1e-5)
+    got = nnx.grad(lambda m: jnp.sum(m(images)[:, 1]))(model)
+    want = nnx.grad(lambda m: jnp.sum(plain_logits(m, images)[:, 1]))(model)
+    for name in ("conv1", "conv2", "fc1"):
+        np.testing.assert_allclose(getattr(got, name).kernel[...], getattr(want, name).kernel[...], rtol=1e-3, atol=1e-5)
