@@ -8,6 +8,7 @@ the allocator set up as the ``python -m jaxmri...`` commands do (``jaxmri.alloca
 
   python benchmarks/compile_options.py                      # cnn, vgg19, vgg19-fwd, unet32; 5 rounds
   python benchmarks/compile_options.py --cases unet32 --rounds 8
+  python benchmarks/compile_options.py --cases cnn+aug,unet32+aug   # the step as training calls it
 """
 
 import argparse
@@ -28,8 +29,10 @@ OPTION_SETS = {
     "onednn convs": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
     "onednn convs, ynn no convs": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
                                    "xla_cpu_experimental_ynn_fusion_type": YNN_NO_CONV},
+    "ynn: reduce only": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"},
+    "no ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
-STEPS = {"cnn": classify_steps.train_step, "vgg19": classify_steps.train_step, "vgg19-fwd": classify_steps.eval_step,
+STEPS = {"cnn": classify_steps.plain_train_step, "vgg19": classify_steps.plain_train_step, "vgg19-fwd": classify_steps.eval_step,
          "unet32": segment_steps.plain_train_step}
 STATIC = {"cnn": ("max_angle",), "vgg19": ("max_angle",), "vgg19-fwd": (), "unet32": ("loss", "max_angle")}
 
@@ -38,19 +41,36 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default=",".join(STEPS))
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--options", default=",".join(OPTION_SETS),
+                        help="comma-separated labels of OPTION_SETS to compare (the first is the baseline)")
     args = parser.parse_args(argv)
     print(f"malloc: {tune_malloc()}; jax {jax.__version__}")
     for case in args.cases.split(","):
+        base_case, aug = case.removesuffix("+aug"), case.endswith("+aug")
         steps = {}
-        for label, options in OPTION_SETS.items():
-            step = CompiledStep(STEPS[case], options, static_argnames=STATIC[case])
-            with patched(case, step):
-                steps[label] = make_case(case, BATCH[case])[0]
+        for label in args.options.split(","):
+            options = OPTION_SETS[label]
+            step = CompiledStep(STEPS[base_case], options, static_argnames=STATIC[base_case])
+            with patched(base_case, with_augmentation(step) if aug else step):
+                steps[label] = make_case(base_case, BATCH[base_case])[0]
         times = time_interleaved(steps, 2, args.rounds)
-        base = statistics.median(times["xla default"]["wall"])
-        print(f"{case} (batch {BATCH[case]}): " + "; ".join(
+        base = statistics.median(next(iter(times.values()))["wall"])
+        print(f"{case} (batch {BATCH[base_case]}): " + "; ".join(
             f"{label} {statistics.median(t['wall']):.0f} ms ({base / statistics.median(t['wall']):.2f}x)"
             for label, t in times.items()), flush=True)
+
+
+class with_augmentation:
+    """``step`` called with an augmentation key, as the training loops call it (``roofline`` passes none)."""
+
+    def __init__(self, step):
+        self.step, self.key = step, jax.random.key(0)
+
+    def __call__(self, model, optimizer, batch, _key=None, **static):
+        return self.step(model, optimizer, batch, self.key, **static)
+
+    def compiled_for(self, model, optimizer, batch, _key=None, **static):
+        return self.step.compiled_for(model, optimizer, batch, self.key, **static)
 
 
 class patched:

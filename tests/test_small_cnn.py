@@ -82,6 +82,38 @@ def test_whole_train_step_learns_a_fixed_batch():
     assert float(last["correct"]) == 8.0
 
 
+def test_train_step_leaves_the_augmentation_to_xla_and_matches_the_plain_jit(monkeypatch):
+    # The library's step is compiled with YNN_REDUCE_ONLY on CPU: YNNPACK's elementwise fusion made the
+    # augmentation 3.3x slower, so none of the step's elementwise work may be handed to it.
+    from jaxmri.training import classify_steps
+    from jaxmri.training.compiled import YNN_REDUCE_ONLY, YNN_WITHOUT_CONVOLUTIONS, cpu_compiler_options
+
+    def inputs():
+        model = SmallCNN(2, image_size=32, rngs=nnx.Rngs(0))
+        return model, make_optimizer(model, lr=1e-3, weight_decay=4e-4)
+
+    rng = np.random.default_rng(1)
+    batch = {"image": rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8),
+             "label": np.array([0, 1, 0, 1], np.int32), "weight": np.ones(4, np.float32)}
+    key, kwargs = jax.random.key(3), {"label_smoothing": 0.0, "max_angle": 15.0}
+    model, optimizer = inputs()
+    if jax.default_backend() == "cpu":
+        assert train_step.options == classify_steps.TRAIN_COMPILER_OPTIONS == YNN_REDUCE_ONLY
+        ours = train_step.compiled_for(model, optimizer, batch, key, **kwargs).as_text()
+        eltwise = classify_steps.plain_train_step.lower(model, optimizer, batch, key, **kwargs).compile(
+            YNN_WITHOUT_CONVOLUTIONS).as_text()
+        assert ours.count('"__ynn_fusion"') < eltwise.count('"__ynn_fusion"')
+    twin_model, twin_optimizer = inputs()
+    out_a = train_step(model, optimizer, batch, key, **kwargs)
+    out_b = classify_steps.plain_train_step(twin_model, twin_optimizer, batch, key, **kwargs)
+    np.testing.assert_allclose(out_a["loss_sum"], out_b["loss_sum"], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(twin_model))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # Adam's first step moves each weight ~1e-3
+    for backend in ("gpu", "tpu"):  # and no CPU option reaches another backend's compiler
+        monkeypatch.setattr(jax, "default_backend", lambda: backend)
+        assert cpu_compiler_options(classify_steps.TRAIN_COMPILER_OPTIONS) == {} and train_step.options == {}
+
+
 def _plain_conv_relu_pool(x, kernel, bias):
     # Table 2 layers 1-2 written the obvious way: the reference for the blocked computation.
     y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -2,7 +2,8 @@
 
 Every step in ``jaxmri.training`` is written one way: a module-level function under
 ``nnx.jit(graph_updates=False)``. ``nnx.jit`` takes no ``compiler_options``, so a step that needs
-one (both train steps, ``YNN_WITHOUT_CONVOLUTIONS``) is wrapped in
+one (the train steps: ``YNN_WITHOUT_CONVOLUTIONS`` for the U-Net, ``YNN_REDUCE_ONLY`` for the
+classifiers) is wrapped in
 ``CompiledStep``: it lowers the same ``nnx.jit`` function, compiles it with the options, and keeps one
 executable per input signature, exactly as ``jax.jit``'s own cache would.
 
@@ -30,6 +31,17 @@ import jax.numpy as jnp
 # the steps are the plain ``nnx.jit`` (``cpu_compiler_options``).
 YNN_WITHOUT_CONVOLUTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE",
+}
+
+# The classification train step also leaves elementwise fusions to XLA: YNNPACK's elementwise fusion
+# makes the augmentation (bilinear rotation, flips, brightness on a 32x224x224x3 batch) 3.3x slower
+# (``augment`` alone: 119-122 ms with ELTWISE,REDUCE, 118 ms ELTWISE alone, 33-41 ms reduce-only or
+# no YNNPACK; 2 cores, AMD Zen 4). Whole SmallCNN step with augmentation, same process, alternating:
+# 1.22x and 1.36x faster than ``YNN_WITHOUT_CONVOLUTIONS`` in two runs, 1.06-1.19x faster than no
+# YNNPACK at all; frozen VGG19 with augmentation 1.00-1.02x. The U-Net step (no augmentation by
+# default) measured 0.94-1.01x with it, so it keeps ``YNN_WITHOUT_CONVOLUTIONS``.
+YNN_REDUCE_ONLY = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE",
 }
 
 
