@@ -84,7 +84,7 @@ def test_whole_train_step_learns_a_fixed_batch():
 
 def test_train_step_leaves_the_augmentation_to_xla_and_matches_the_plain_jit(monkeypatch):
     # The library's step is compiled with YNN_REDUCE_ONLY on CPU: YNNPACK's elementwise fusion made the
-    # augmentation 3.3x slower, so none of the step's elementwise work may be handed to it.
+    # augmentation 3.3x slower, so the step hands YNNPACK fewer fusions than the old option did.
     from jaxmri.training import classify_steps
     from jaxmri.training.compiled import YNN_REDUCE_ONLY, YNN_WITHOUT_CONVOLUTIONS, cpu_compiler_options
 
