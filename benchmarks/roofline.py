@@ -2,7 +2,8 @@
 
 In one process, alternating round by round (so a change in machine load hits every row alike):
   peak       a 4096 x 4096 fp32 ``jnp.dot``, compiled both with XLA's default (YNNPACK) and with its Eigen
-             kernel: the faster is the best a dense fp32 matmul reaches on this machine now;
+             kernel (and with ``--torch`` PyTorch's ``torch.mm`` of the same matrices, i.e. oneDNN): the
+             fastest is the best a dense fp32 matmul reaches on this machine now;
   cnn        ``classify_steps.train_step``, SmallCNN, batch 32 of 224 x 224 x 3;
   vgg19      the same step for the frozen VGG19 (only the head trains), batch 8;
   vgg19-fwd  the frozen VGG19 forward alone (``classify_steps.eval_step``, dropout off), batch 8;
@@ -12,6 +13,12 @@ FLOPs are XLA's own count for the compiled executable (``jitted.lower(...).compi
 so the roofline counts what XLA runs, pruned backward passes included. Achieved GFLOP/s = those FLOPs
 / median wall time; share = achieved / median matmul GFLOP/s of the same rounds.
 
+``--torch`` adds PyTorch eager's step for the same train-step rows (the references of ``train_step.py``,
+timed in the same alternation) and prints its GFLOP/s for XLA's FLOP count, i.e. the share of the same
+peak that PyTorch reaches. That is the ceiling of the speed-up goal: jaxmri at 1.25x PyTorch needs
+1.25 x PyTorch's share of the peak, which cannot exceed 100% in fp32. ``--tune-malloc`` applies the
+allocator settings of the ``python -m jaxmri...`` commands to the whole process (both frameworks).
+
 ``--layers`` adds the profile behind the VGG19 row: each of the 16 conv (+ReLU, + the pool before it)
 layers compiled and timed on its own at its real input shape, against the whole forward, so the time
 lost *between* layers (forward minus the sum of its layers) is visible.
@@ -20,6 +27,7 @@ Usage:
   python benchmarks/roofline.py                      # all rows, 5 rounds
   python benchmarks/roofline.py --cases vgg19-fwd --layers
   python benchmarks/roofline.py --quick              # cnn and vgg19-fwd, 2 rounds
+  python benchmarks/roofline.py --torch --tune-malloc # PyTorch's share of the peak beside jaxmri's
 """
 
 import argparse
@@ -29,8 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from unet_bench import cpu_threads, fixed_batch, time_interleaved
+from unet_bench import cpu_threads, fixed_batch, make_torch_unet_step, time_interleaved
 
+from jaxmri.allocator import DESCRIPTION as MALLOC_SETTINGS
+from jaxmri.allocator import tune_malloc
 from jaxmri.models import SmallCNN, UNet, VGG19Classifier
 from jaxmri.models.layers import max_pool_2x2
 from jaxmri.models.vgg19 import VGG19_BLOCKS
@@ -40,7 +50,8 @@ from jaxmri.training.optim import make_optimizer
 CASES = ("cnn", "vgg19", "vgg19-fwd", "unet32", "unet64")
 BATCH = {"cnn": 32, "vgg19": 8, "vgg19-fwd": 8, "unet32": 4, "unet64": 4}
 PEAK_N = 4096
-PEAKS = {"peak": "XLA's default (YNNPACK)", "peak-eigen": "XLA's Eigen dot"}
+PEAKS = {"peak": "jnp.dot, XLA's default (YNNPACK)", "peak-eigen": "jnp.dot, XLA's Eigen kernel"}
+TORCH = "torch:"  # prefix of the PyTorch rows' step names
 
 
 def flops_of(compiled) -> float:
@@ -76,6 +87,10 @@ def make_case(case: str, batch: int):
         options = {} if case == "peak" else {"xla_cpu_experimental_ynn_fusion_type": ""}
         dot = jax.jit(jnp.dot).lower(a, a).compile(options)
         return blocking(dot, a, a), flops_of(dot)
+    if case == "peak-torch":
+        torch = torch_module()
+        a = torch.randn(PEAK_N, PEAK_N)
+        return (lambda: torch.mm(a, a)), 2.0 * PEAK_N**3  # torch on CPU returns when the product is done
     if case.startswith("unet"):
         model = UNet(1, 1, width=int(case[4:]), rngs=nnx.Rngs(0))
         optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0)
@@ -93,6 +108,27 @@ def make_case(case: str, batch: int):
     optimizer = make_optimizer(model, lr=1e-3, weight_decay=4e-4)
     step = classify_steps.train_step
     return blocking(step, model, optimizer, data, None), flops_of(executable(step, model, optimizer, data, None))
+
+
+def torch_module():
+    """PyTorch, threads set as in ``train_step.py``, or None without the optional `bench` extra."""
+    from train_step import torch  # imported here: train_step.py imports torch at its top
+
+    if torch is not None:
+        torch.set_num_threads(cpu_threads())
+    return torch
+
+
+def make_torch_case(case: str, batch: int):
+    """PyTorch eager's train step for a jaxmri train-step row (``train_step.py``'s references), or None."""
+    from train_step import classifier_batch as numpy_batch
+    from train_step import make_torch_classifier_step
+
+    if torch_module() is None or case not in ("cnn", "vgg19", "unet32", "unet64"):
+        return None
+    if case.startswith("unet"):
+        return make_torch_unet_step(int(case[4:]), batch, 256)
+    return make_torch_classifier_step(case, numpy_batch(batch))
 
 
 def vgg19_layers(batch: int):
@@ -120,7 +156,10 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
     parser.add_argument("--layers", action="store_true", help="also time each VGG19 conv layer on its own")
     parser.add_argument("--quick", action="store_true", help="cnn and vgg19-fwd, 2 rounds")
+    parser.add_argument("--torch", action="store_true", help="also time PyTorch eager's train steps (the bench extra)")
+    parser.add_argument("--tune-malloc", action="store_true", help=f"{MALLOC_SETTINGS} for the whole process")
     args = parser.parse_args(argv)
+    malloc_note = tune_malloc() if args.tune_malloc else "glibc defaults"
     cases = ["cnn", "vgg19-fwd"] if args.quick else args.cases.split(",")
     rounds = 2 if args.quick else args.rounds
     unknown = [c for c in cases if c not in CASES]
@@ -128,25 +167,37 @@ def main(argv=None) -> None:
         parser.error(f"--cases: unknown case(s) {unknown}; choose from {','.join(CASES)}.")
 
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {cpu_threads()} cores visible; "
-          f"{rounds} timed rounds, all rows alternating")
+          f"{rounds} timed rounds, all rows alternating; malloc: {malloc_note}")
     steps, flops = {}, {}
-    for case in [*PEAKS, *cases]:
+    peaks = dict(PEAKS)
+    if args.torch and torch_module() is not None:
+        peaks["peak-torch"] = "PyTorch's torch.mm (oneDNN)"
+    for case in [*peaks, *cases]:
         steps[case], flops[case] = make_case(case, BATCH.get(case, 0))
+        reference = make_torch_case(case, BATCH.get(case, 0)) if args.torch else None
+        if reference is not None:
+            steps[TORCH + case] = reference
     times = time_interleaved(steps, 2, rounds)
     wall = {case: statistics.median(t["wall"]) / 1e3 for case, t in times.items()}
-    rates = {p: [flops[p] / (w / 1e3) / 1e9 for w in times[p]["wall"]] for p in PEAKS}
-    for p, label in PEAKS.items():
-        print(f"fp32 {PEAK_N}x{PEAK_N} jnp.dot, {label}: {statistics.median(rates[p]):.0f} GFLOP/s "
+    rates = {p: [flops[p] / (w / 1e3) / 1e9 for w in times[p]["wall"]] for p in peaks}
+    for p, label in peaks.items():
+        print(f"fp32 {PEAK_N}x{PEAK_N} matmul, {label}: {statistics.median(rates[p]):.0f} GFLOP/s "
               f"(min-max over rounds {min(rates[p]):.0f}-{max(rates[p]):.0f})")
     peak = max(statistics.median(r) for r in rates.values())
-    print(f"peak = the faster: {peak:.0f} GFLOP/s")
-    header = f"{'step':<10} {'batch':>5} {'GFLOP/call':>10} {'ms/call':>8} {'GFLOP/s':>8} {'share of peak':>13}"
+    print(f"peak = the fastest: {peak:.0f} GFLOP/s")
+    header = f"{'step':<16} {'batch':>5} {'GFLOP/call':>10} {'ms/call':>8} {'GFLOP/s':>8} {'share of peak':>13}"
     print(header)
     print("-" * len(header))
     for case in cases:
-        achieved = flops[case] / wall[case] / 1e9
-        print(f"{case:<10} {BATCH[case]:>5} {flops[case] / 1e9:>10.1f} {wall[case] * 1e3:>8.0f} {achieved:>8.0f} "
-              f"{achieved / peak:>12.0%}")
+        for name in (case, TORCH + case):
+            if name in wall:  # the PyTorch row counts XLA's FLOPs of the same step
+                achieved = flops[case] / wall[name] / 1e9
+                print(f"{name:<16} {BATCH[case]:>5} {flops[case] / 1e9:>10.1f} {wall[name] * 1e3:>8.0f} "
+                      f"{achieved:>8.0f} {achieved / peak:>12.0%}")
+        if TORCH + case in wall:
+            needed = 1.25 * flops[case] / wall[TORCH + case] / 1e9 / peak  # 1.25 x PyTorch's share
+            print(f"{'':<16} jaxmri / torch {wall[TORCH + case] / wall[case]:.2f}x; 1.25x torch needs "
+                  f"{needed:.0%} of the peak")
 
     if args.layers:
         rows = vgg19_layers(BATCH["vgg19-fwd"])
