@@ -97,12 +97,13 @@ for _a, _p, _u in np.ndindex(2, 2, 2):
         _POOL_PHASE[_a, _p, _u, 2 * _a + _p - _u] = 1.0
 
 
-def _conv3x3_same(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def conv3x3_same(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """XLA's 3x3 'same' convolution, stride 1: (N, H, W, I) NHWC with a (3, 3, I, O) HWIO kernel -> (N, H, W, O)."""
     return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _conv3x3_phases(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-    """``_conv3x3_same(x, kernel)`` as (N, H/2, W/2, 2, 2, O): the output at (2i + u, 2j + v) is [:, i, j, u, v]."""
+    """``conv3x3_same(x, kernel)`` as (N, H/2, W/2, 2, 2, O): the output at (2i + u, 2j + v) is [:, i, j, u, v]."""
     n, h, w, i = x.shape
     if h % 2 or w % 2 or kernel.shape[:3] != (3, 3, i):
         raise ValueError(f"conv3x3_relu_max_pool_2x2: needs even H and W and a (3, 3, {i}, O) kernel, got {x.shape} and {kernel.shape}.")
@@ -156,7 +157,7 @@ def _conv_pool_bwd(residuals, g):
     n, h2, w2, _, _, o = g_phases.shape
     g_map = g_phases.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h2, 2 * w2, o)
     # vjp evaluates the plain convolution too, but nothing reads that output, so XLA removes it.
-    _, conv_vjp = jax.vjp(_conv3x3_same, x, kernel)
+    _, conv_vjp = jax.vjp(conv3x3_same, x, kernel)
     g_x, g_kernel = conv_vjp(g_map)
     return g_x, g_kernel, g_bias
 
