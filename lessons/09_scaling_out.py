@@ -18,7 +18,8 @@
 # training code. This lesson looks under the `train_step` that lessons 2-4 called:
 #
 # 1. what `jax.jit` turns a function into: `lower` (StableHLO), `compile` (an XLA executable), its
-#    optimised HLO text and its FLOP count (`cost_analysis`);
+#    optimised HLO text and its FLOP count (`cost_analysis`), and a convolution computed with fewer FLOPs
+#    (Winograd);
 # 2. the compile cache: which calls reuse an executable and which compile again (new shape, new dtype,
 #    new static argument, a new function object), counted with a Python side effect;
 # 3. what a recompile costs, measured, on a teaching function and on the library's train step;
@@ -115,8 +116,37 @@ print(f"XLA counts {cost['flops']:,.0f} FLOPs and {cost['transcendentals']:,.0f}
 # optimised HLO is what runs: XLA **fused** the operations (on this CPU the matmul goes to a YNNPACK
 # library fusion and the `tanh` and the sum are fused into one loop), so the (16, 32) intermediate
 # after `tanh` is never written to memory. `cost_analysis()` counts what the program does: its FLOP count is
-# the hand count exactly, and with a measured time it gives the FLOP rate a step reaches (the README's
-# "81% of the machine's fp32 matmul peak" comes from `benchmarks/roofline.py`, which does this).
+# the hand count exactly, and with a measured time it gives the FLOP rate a step reaches
+# (`benchmarks/roofline.py` does this for every train step, as a share of the machine's matmul peak).
+#
+# The count is of what the program does, not of what it computes. Two programs can compute the same
+# convolution with different amounts of arithmetic: VGG19's frozen backbone runs its wide layers as
+# **Winograd F(2x2, 3x3)** (`jaxmri.models.winograd`): every 2x2 block of outputs comes from a 4x4 input
+# tile with 16 multiplications per channel pair instead of 36, through transforms that only add (and
+# halve, for the kernel). On CPU
+# those 16 products become 16 matrix products, so the layer does 4/9 of the multiply-adds. Compare XLA's
+# count and the outputs on one layer-sized input:
+
+# %%
+from jaxmri.models.layers import conv3x3_same  # noqa: E402
+from jaxmri.models.winograd import conv3x3_winograd  # noqa: E402
+
+SIDE = 14 if QUICK else 28
+maps = jax.random.normal(jax.random.key(0), (2, SIDE, SIDE, 128))
+kernel = jax.random.normal(jax.random.key(1), (3, 3, 128, 128)) / np.sqrt(9 * 128)
+outputs = {}
+for name, conv in (("direct", conv3x3_same), ("Winograd", conv3x3_winograd)):
+    program = jax.jit(lambda x, k, conv=conv: conv(x, k)).lower(maps, kernel).compile()
+    outputs[name] = program(maps, kernel)
+    print(f"{name:>8}: {program.cost_analysis()['flops'] / 1e6:6.0f} MFLOP")
+gap = jnp.max(jnp.abs(outputs["direct"] - outputs["Winograd"])) / jnp.max(jnp.abs(outputs["direct"]))
+print(f"largest difference: {float(gap):.1e} of the largest output (float32 rounding)")
+
+# %% [markdown]
+# About half the FLOPs, the same numbers to float32 rounding. That is why the roofline reports two rates
+# for VGG19: the FLOPs XLA ran, and the *effective* rate (the direct convolution's FLOPs over the time
+# taken), which can exceed the matmul peak. A GPU's convolution library chooses such algorithms itself,
+# so `jaxmri.models.winograd.conv3x3` uses Winograd only in programs compiled for CPU.
 #
 # ## 2. The compile cache
 #
