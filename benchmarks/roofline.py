@@ -84,11 +84,11 @@ def classifier_batch(batch: int) -> dict:
 
 def direct_flops(step, model, *args) -> float:
     """XLA's FLOP count of ``step`` with the model's Winograd convolutions switched off (the direct work)."""
-    model.winograd = False
+    kept, model.winograd = model.winograd, False
     try:
         return flops_of(executable(step, model, *args))
     finally:
-        model.winograd = True
+        model.winograd = kept
 
 
 def make_case(case: str, batch: int):

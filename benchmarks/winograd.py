@@ -32,7 +32,7 @@ from jaxmri.allocator import tune_malloc
 from jaxmri.models import VGG19Classifier
 from jaxmri.models.vgg19 import VGG19_BLOCKS, VGG19_WIDTHS
 from jaxmri.models.layers import conv3x3_same
-from jaxmri.models.winograd import WINOGRAD_MIN_CHANNELS, conv3x3_winograd
+from jaxmri.models.winograd import conv3x3_winograd, winograd_pays
 from jaxmri.training import classify_steps
 from jaxmri.training.compiled import cpu_compiler_options
 from jaxmri.training.optim import make_optimizer
@@ -40,17 +40,16 @@ from jaxmri.training.optim import make_optimizer
 PARTS = ("layers", "forward", "step")
 
 
-def layer_shapes(size: int = 224) -> list[tuple[str, int, int, int]]:
-    """(name, input side, C_in, C_out) of every VGG19 conv with a shape not seen before."""
-    rows, seen, c_in = [], set(), 3
+def layer_shapes(size: int = 224) -> list[tuple[str, int, int, int, int]]:
+    """(name of its first layer, input side, C_in, C_out, how many layers) for every distinct VGG19 conv shape."""
+    rows, c_in = {}, 3
     for block, (n_convs, width) in enumerate(zip(VGG19_BLOCKS, VGG19_WIDTHS)):
         for k in range(n_convs):
-            if (size, c_in, width) not in seen:
-                seen.add((size, c_in, width))
-                rows.append((f"conv{block + 1}_{k + 1}", size, c_in, width))
+            first, count = rows.get((size, c_in, width), (f"conv{block + 1}_{k + 1}", 0))
+            rows[(size, c_in, width)] = (first, count + 1)
             c_in = width
         size //= 2
-    return rows
+    return [(name, *shape, count) for shape, (name, count) in rows.items()]
 
 
 def relative_difference(a, b) -> float:
@@ -69,7 +68,7 @@ def layers(batch: int, rounds: int) -> None:
     print(f"{'layer':<8} {'input':>14} {'out':>4} {'direct ms':>9} {'wino ms':>8} {'ratio':>5} {'rel diff':>8}  conv3x3 picks")
     rng = np.random.default_rng(0)
     total = {"direct": 0.0, "winograd": 0.0, "picked": 0.0}
-    for name, size, c_in, c_out in layer_shapes():
+    for name, size, c_in, c_out, repeat in layer_shapes():
         x = jnp.asarray(np.maximum(rng.standard_normal((batch, size, size, c_in)), 0), jnp.float32)
         kernel = jnp.asarray(rng.standard_normal((3, 3, c_in, c_out)) * np.sqrt(2 / (9 * c_out)), jnp.float32)
         bias = jnp.asarray(rng.standard_normal(c_out) * 0.1, jnp.float32)
@@ -77,8 +76,7 @@ def layers(batch: int, rounds: int) -> None:
                for name, conv in (("direct", conv3x3_same), ("winograd", conv3x3_winograd))}
         diff = relative_difference(fns["direct"](x, kernel, bias), fns["winograd"](x, kernel, bias))
         ms = median_ms(time_interleaved({n: (lambda f=f: jax.block_until_ready(f(x, kernel, bias))) for n, f in fns.items()}, 2, rounds))
-        picked = "winograd" if c_in >= WINOGRAD_MIN_CHANNELS else "direct"
-        repeat = {"conv3_2": 3, "conv4_2": 3, "conv5_1": 4}.get(name, 1)  # 3_2-3_4, 4_2-4_4, 5_1-5_4 share a shape
+        picked = "winograd" if winograd_pays(kernel.shape) else "direct"
         for key in ("direct", "winograd"):
             total[key] += repeat * ms[key]
         total["picked"] += repeat * ms[picked]

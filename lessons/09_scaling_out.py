@@ -123,9 +123,8 @@ print(f"XLA counts {cost['flops']:,.0f} FLOPs and {cost['transcendentals']:,.0f}
 # convolution with different amounts of arithmetic: VGG19's frozen backbone runs its wide layers as
 # **Winograd F(2x2, 3x3)** (`jaxmri.models.winograd`): every 2x2 block of outputs comes from a 4x4 input
 # tile with 16 multiplications per channel pair instead of 36, through transforms that only add (and
-# halve, for the kernel). On CPU
-# those 16 products become 16 matrix products, so the layer does 4/9 of the multiply-adds. Compare XLA's
-# count and the outputs on one layer-sized input:
+# halve, for the kernel). On CPU those 16 products become 16 matrix products, so the layer does 4/9 of
+# the multiply-adds. Compare XLA's count and the outputs on one layer-sized input:
 
 # %%
 from jaxmri.models.layers import conv3x3_same  # noqa: E402

@@ -52,6 +52,11 @@ _AT = ((1, 1, 1, 0), (0, 1, -1, -1))
 WINOGRAD_MIN_CHANNELS = 128
 
 
+def winograd_pays(kernel_shape: tuple[int, ...]) -> bool:
+    """Whether ``conv3x3`` runs a (3, 3, I, O) kernel as Winograd on CPU: ``I >= WINOGRAD_MIN_CHANNELS``."""
+    return kernel_shape[2] >= WINOGRAD_MIN_CHANNELS
+
+
 def _combine(coefficients, terms):
     """sum(c * t) over the nonzero coefficients, with +-1 as an add or a subtract."""
     total = None
@@ -129,7 +134,7 @@ def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, *, pool: boo
     ``relu(conv3x3(..., pool=True))`` is ``max_pool_2x2(relu(conv(x) + bias))`` exactly (the bias is the
     same in the four pixels of a window, and ReLU and rounded addition are monotonic).
 
-    Winograd F(2x2, 3x3) when ``winograd`` is on, ``I >= WINOGRAD_MIN_CHANNELS`` and the program is
+    Winograd F(2x2, 3x3) when ``winograd`` is on, ``winograd_pays`` for the kernel and the program is
     compiled for CPU, else XLA's convolution. The platform is chosen per lowering
     (``lax.platform_dependent``), so a program compiled for GPU or TPU contains only the plain convolution.
     """
@@ -138,7 +143,7 @@ def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, *, pool: boo
         y = conv3x3_same(x, kernel)
         return max_pool_2x2(y) if pool else y
 
-    if not winograd or kernel.shape[2] < WINOGRAD_MIN_CHANNELS:
+    if not (winograd and winograd_pays(kernel.shape)):
         return direct(x, kernel) + bias
     y = lax.platform_dependent(x, kernel, cpu=functools.partial(conv3x3_winograd, pool=pool), default=direct)
     return y + bias
