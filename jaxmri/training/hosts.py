@@ -164,6 +164,9 @@ def replicated(value, sharding) -> jax.Array:
     """``value`` (an array of this process) placed whole on each of ``sharding``'s devices; unlike
     ``jax.device_put``, this also works when the sharding spans devices of other processes."""
     value = jax.numpy.asarray(value) if not isinstance(value, jax.Array) else value
+    if _is_key(value):  # typed PRNG keys (dropout's): place their raw data, then wrap it again
+        return jax.random.wrap_key_data(replicated(jax.random.key_data(value), sharding),
+                                        impl=jax.random.key_impl(value))
     return jax.make_array_from_single_device_arrays(
         value.shape, sharding, [jax.device_put(value, device) for device in sharding.addressable_devices])
 
