@@ -8,7 +8,9 @@ In one process, alternating round by round:
   forward  the frozen VGG19 forward (``classify_steps.eval_step``) with ``winograd=True`` (the library's
            default) and ``winograd=False`` (XLA's convolution everywhere), same weights, and the largest
            relative difference of their features;
-  step     the frozen VGG19 train step (``classify_steps.train_step``, no augmentation) both ways.
+  step     the frozen VGG19 train step (``classify_steps.train_step``, no augmentation) both ways, and
+           Winograd with the kernels transformed once beforehand (``VGG19Classifier.frozen_kernels``, as
+           ``training.classify.train_epoch`` runs it) instead of in every step.
 
 ratio = direct ms / Winograd ms (> 1: Winograd faster). ``--tune-malloc`` applies the allocator
 settings of the ``python -m jaxmri...`` commands.
@@ -19,6 +21,7 @@ Usage:
 """
 
 import argparse
+import contextlib
 import statistics
 
 import jax
@@ -100,16 +103,21 @@ def whole(part: str, batch: int, rounds: int) -> None:
         note = (f"logits rel diff {relative_difference(out['direct'], out['winograd']):.1e}, "
                 f"features rel diff {relative_difference(features['direct'], features['winograd']):.1e}")
     else:
+        models["frozen kernels"] = VGG19Classifier(2, rngs=nnx.Rngs(0))
         optimizers = {n: make_optimizer(m, lr=1e-3, weight_decay=4e-4) for n, m in models.items()}
         steps = {n: (lambda n=n: jax.block_until_ready(classify_steps.train_step(models[n], optimizers[n], data, None)))
                  for n in models}
         note = "train step, no augmentation, dropout on"
-    times = time_interleaved(steps, 2, rounds)
+    with contextlib.ExitStack() as stack:
+        if "frozen kernels" in models:
+            stack.enter_context(models["frozen kernels"].frozen_kernels())
+        times = time_interleaved(steps, 2, rounds)
     ms = median_ms(times)
     cpu = {name: statistics.median(t["cpu"]) for name, t in times.items()}
-    print(f"\nVGG19 {part}, batch {batch}, median of {rounds} alternating rounds: direct {ms['direct']:.0f} ms "
-          f"(cpu {cpu['direct']:.0f}), Winograd {ms['winograd']:.0f} ms (cpu {cpu['winograd']:.0f}): "
-          f"{ms['direct'] / ms['winograd']:.2f}x wall, {cpu['direct'] / cpu['winograd']:.2f}x cpu; {note}")
+    print(f"\nVGG19 {part}, batch {batch}, median of {rounds} alternating rounds ({note}); ratio = direct / this:")
+    for name in ms:
+        print(f"  {name:<15} {ms[name]:5.0f} ms (cpu {cpu[name]:5.0f})  {ms['direct'] / ms[name]:.2f}x wall, "
+              f"{cpu['direct'] / cpu[name]:.2f}x cpu")
 
 
 def main(argv=None) -> None:

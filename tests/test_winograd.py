@@ -115,3 +115,92 @@ def test_vgg19_with_and_without_winograd_agree():
     assert _relative(direct_maps, maps) < TOLERANCE
     np.testing.assert_allclose(logits, direct_logits, rtol=1e-4, atol=1e-6)
     assert not np.array_equal(np.asarray(maps), np.asarray(direct_maps))  # two programs really ran
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_a_transformed_kernel_given_beforehand_gives_the_same_convolution(pool):
+    """``transformed`` (stacked or as 16 matrices) replaces the in-place kernel transform bit for bit;
+    the kernel then only supplies the shape."""
+    x, kernel = _inputs(2, 6, 7, 5, 3)
+    expected = conv3x3_winograd(x, kernel, pool=pool)
+    u = jax.jit(kernel_transform)(kernel)
+    for transformed in (u, tuple(u)):
+        np.testing.assert_array_equal(expected, conv3x3_winograd(x, kernel, pool=pool, transformed=transformed))
+    # with a different transformed kernel the output follows it, not ``kernel``
+    other = conv3x3_winograd(x, kernel, pool=pool, transformed=tuple(2 * u))
+    np.testing.assert_allclose(other, 2 * expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"16 matrices \(5, 3\)"):
+        conv3x3_winograd(x, kernel, transformed=u[:15])
+
+
+def _wide_vgg19(**kwargs):
+    widths = (8, 16, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS)
+    return VGG19Classifier(2, widths=widths, hidden=16, rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_frozen_kernels_give_the_same_train_step_and_leave_no_trace():
+    """Inside ``frozen_kernels`` the 11 layers of 128+ input channels read kernels transformed once; the
+    train step's loss and updated head are bit-identical to the per-step transform, and on leaving
+    the model's state is what it was (nothing extra to checkpoint)."""
+    from jaxmri.training.classify_steps import train_step
+    from jaxmri.training.optim import make_optimizer
+
+    rng = np.random.default_rng(3)
+    batch = {"image": jnp.asarray(rng.integers(0, 256, (2, 64, 64, 3)), jnp.uint8),
+             "label": jnp.asarray([0, 1], jnp.int32), "weight": jnp.ones(2, jnp.float32)}
+    results = []
+    for frozen in (False, True):
+        model = _wide_vgg19()
+        model.train()
+        optimizer = make_optimizer(model, lr=1e-3, weight_decay=4e-4)
+        keys = {path for path, _ in nnx.to_flat_state(nnx.state(model))}
+        if frozen:
+            with model.frozen_kernels():
+                cached = [v is not None for v in model.winograd_kernels]
+                assert cached == [False] * 5 + [True] * 11  # block 3 starts from 16 channels
+                result = train_step(model, optimizer, batch, jax.random.key(1))
+            assert model.winograd_kernels is None
+        else:
+            result = train_step(model, optimizer, batch, jax.random.key(1))
+        assert {path for path, _ in nnx.to_flat_state(nnx.state(model))} == keys
+        results.append((float(result["loss_sum"]), np.asarray(model.head.kernel[...])))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("setting", [{"freeze_backbone": False}, {"winograd": False}])
+def test_frozen_kernels_are_a_no_op_when_the_backbone_trains_or_winograd_is_off(setting):
+    model = _wide_vgg19(**setting)
+    with model.frozen_kernels():
+        assert model.winograd_kernels is None
+
+
+def test_frozen_kernels_are_dropped_when_the_block_raises():
+    model = _wide_vgg19()
+    with pytest.raises(KeyboardInterrupt):
+        with model.frozen_kernels():
+            assert model.winograd_kernels is not None
+            raise KeyboardInterrupt
+    assert model.winograd_kernels is None
+
+
+def test_the_classification_epoch_transforms_a_frozen_vgg19s_kernels_once(monkeypatch):
+    """``training.classify.train_epoch`` runs its steps inside ``frozen_kernels``: one transform per epoch."""
+    from jaxmri.training import classify
+    from jaxmri.training.optim import make_optimizer
+
+    entered = []
+    original = VGG19Classifier.frozen_kernels
+
+    def recording(self):
+        entered.append(self)
+        return original(self)
+
+    monkeypatch.setattr(VGG19Classifier, "frozen_kernels", recording)
+    model = _wide_vgg19()
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0)
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.integers(0, 256, (6, 64, 64, 3)).astype(np.uint8), "label": np.array([0, 1] * 3, np.int32)}
+    metrics = classify.train_epoch(model, optimizer, arrays, np.arange(6), jax.random.key(0), batch_size=2, max_angle=10.0)
+    assert entered == [model] and np.isfinite(metrics["train_loss"])
+    assert model.winograd_kernels is None

@@ -24,15 +24,30 @@ the same convolution with 2.25x fewer multiplications, equal to XLA's direct one
 (torchvision flattens NCHW; ``jaxmri.weights`` permutes the rows when converting).
 """
 
+import contextlib
+
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxmri.models.layers import adaptive_avg_pool, max_pool_2x2, normalize
-from jaxmri.models.winograd import conv3x3
+from jaxmri.models.winograd import conv3x3, kernel_transform, winograd_pays
 
 # Convolutions per block in VGG19 (configuration "E").
 VGG19_BLOCKS = (2, 2, 4, 4, 4)
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
+
+
+class WinogradKernels(nnx.Variable):
+    """A frozen 3x3 kernel in the Winograd domain, ``kernel_transform(kernel)``, (16, I, O).
+
+    Derived from a ``Param``, never trained and never saved: it exists only inside
+    ``VGG19Classifier.frozen_kernels``, so ``nnx.state(model)`` and checkpoints never see it."""
+
+
+@jax.jit
+def _transform_all(kernels: list[jnp.ndarray]) -> list[tuple[jnp.ndarray, ...]]:
+    return [tuple(kernel_transform(kernel)) for kernel in kernels]
 
 
 class VGG19Classifier(nnx.Module):
@@ -92,6 +107,34 @@ class VGG19Classifier(nnx.Module):
         self.dropout2 = nnx.Dropout(dropout, rngs=rngs)
         self.freeze_backbone = freeze_backbone
         self.winograd = winograd
+        # One WinogradKernels (or None for a direct layer) per conv while ``frozen_kernels`` is active.
+        self.winograd_kernels = nnx.data(None)
+
+    @contextlib.contextmanager
+    def frozen_kernels(self):
+        """While active, each Winograd convolution reads its kernel transformed once, on entry, instead of
+        transforming it on every call (13 kernels, about 140 MB written per train step of the full model).
+
+        Exact only while the convolutions cannot change: the classification loop enters it for one epoch
+        of a frozen backbone, whose optimizer holds only ``head``. A no-op when the backbone trains,
+        Winograd is off, or the default backend is not the CPU (where ``conv3x3`` takes XLA's convolution).
+        Changing a convolution's kernel inside the block would leave the transformed copy stale.
+
+            >>> with model.frozen_kernels():              # doctest: +SKIP
+            ...     for batch in batches:
+            ...         train_step(model, optimizer, batch)
+        """
+        if not (self.freeze_backbone and self.winograd and jax.default_backend() == "cpu"):
+            yield
+            return
+        wide = [i for i, conv in enumerate(self.convs) if winograd_pays(conv.kernel.shape)]
+        transformed = dict(zip(wide, _transform_all([self.convs[i].kernel[...] for i in wide])))
+        self.winograd_kernels = nnx.List(
+            [WinogradKernels(transformed[i]) if i in transformed else None for i in range(len(self.convs))])
+        try:
+            yield
+        finally:
+            self.winograd_kernels = nnx.data(None)
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
         """The 16 convolutions and 5 pools: (N, H, W, 3) in [0, 1] -> (N, H/32, W/32, widths[-1])."""
@@ -101,14 +144,17 @@ class VGG19Classifier(nnx.Module):
         """Blocks 1-5 without the last pool: the last conv block's ReLU map, (N, H/16, W/16, widths[-1])
         (Grad-CAM's layer)."""
         x = normalize(x)
-        convs = iter(self.convs)
+        layer = 0
         for block, n_convs in enumerate(VGG19_BLOCKS):
             for k in range(n_convs):
-                conv = next(convs)
+                conv = self.convs[layer]
                 # Blocks 1-4 end in a 2x2 max pool, computed with their last convolution (conv3x3's pool);
                 # block 5's is in ``features``, after Grad-CAM's layer.
                 pool = k == n_convs - 1 and block < len(VGG19_BLOCKS) - 1
-                x = nnx.relu(conv3x3(x, conv.kernel[...], conv.bias[...], pool=pool, winograd=self.winograd))
+                cached = None if self.winograd_kernels is None else self.winograd_kernels[layer]
+                x = nnx.relu(conv3x3(x, conv.kernel[...], conv.bias[...], pool=pool, winograd=self.winograd,
+                                     transformed=None if cached is None else cached.get_value()))
+                layer += 1
         return x
 
     def from_last_conv(self, maps: jnp.ndarray) -> jnp.ndarray:

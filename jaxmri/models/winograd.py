@@ -33,8 +33,6 @@ logits to 1.0e-6 either way (``tests/test_weights.py``'s full-size check). Gradi
 same arithmetic (autodiff through the transforms and the matmuls).
 """
 
-import functools
-
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -92,25 +90,36 @@ def kernel_transform(kernel: jnp.ndarray) -> jnp.ndarray:
     return jnp.stack([_combine(g[b], [row[e] for e in range(3)]) for row in rows for b in range(4)])
 
 
-def conv3x3_winograd(x: jnp.ndarray, kernel: jnp.ndarray, *, pool: bool = False) -> jnp.ndarray:
+def conv3x3_winograd(x: jnp.ndarray, kernel: jnp.ndarray, *, pool: bool = False,
+                     transformed: jnp.ndarray | None = None) -> jnp.ndarray:
     """``layers.conv3x3_same(x, kernel)`` computed as Winograd F(2x2, 3x3): (N, H, W, I) -> (N, H, W, O).
 
     ``x`` is float32 NHWC of any H, W >= 1 (odd sizes are padded to whole tiles and cropped),
     ``kernel`` (3, 3, I, O) HWIO. Zero padding 1 on every side, as ``nnx.Conv(..., padding=1)``.
     With ``pool``, returns ``max_pool_2x2`` of that, (N, H // 2, W // 2, O): each output tile is one
     pooling window, so the max is taken over the tile before the full-size map is ever written.
+    ``transformed``: ``kernel_transform(kernel)`` when the caller already has it (a frozen kernel
+    transformed once, ``VGG19Classifier.frozen_kernels``), stacked (16, I, O) or as 16 (I, O) arrays;
+    ``kernel`` then only gives the shape. Separate arrays are what a cache should hold: each is a matmul
+    operand as it is, where slicing a stacked parameter makes XLA copy every slice first.
     """
     n, h, w, c = x.shape
     if kernel.shape[:3] != (3, 3, c):
         raise ValueError(f"conv3x3_winograd: needs a (3, 3, {c}, O) kernel for input {x.shape}, got {kernel.shape}.")
     o = kernel.shape[-1]
     t, s = -(-h // 2), -(-w // 2)  # tiles down and across
-    # Tie the kernel to this layer's input, so that XLA transforms each kernel when its layer runs instead
-    # of hoisting all of them to the start of the program: 13 transformed kernels alive at once made the
-    # frozen VGG19 step's scratch memory 494 MB instead of 365, and under glibc's default allocator every
-    # scratch page is faulted in again on each step (against PyTorch there: 1.10x -> 1.34x).
-    x, kernel = lax.optimization_barrier((x, kernel))
-    u = kernel_transform(kernel)
+    if transformed is not None:
+        if len(transformed) != 16 or any(u.shape != (c, o) for u in transformed):
+            raise ValueError(f"conv3x3_winograd: transformed kernel must be 16 matrices ({c}, {o}), got "
+                             f"{[u.shape for u in transformed]}.")
+        u = transformed
+    else:
+        # Tie the kernel to this layer's input, so that XLA transforms each kernel when its layer runs
+        # instead of hoisting all of them to the start of the program: 13 transformed kernels alive at once
+        # made the frozen VGG19 step's scratch memory 494 MB instead of 365, and under glibc's default
+        # allocator every scratch page is faulted in again on each step (against PyTorch: 1.10x -> 1.34x).
+        x, kernel = lax.optimization_barrier((x, kernel))
+        u = kernel_transform(kernel)
     x = jnp.pad(x, ((0, 0), (1, 2 * t + 1 - h), (1, 2 * s + 1 - w), (0, 0)))
     v = []
     for row_coefficients in _BT:
@@ -127,7 +136,7 @@ def conv3x3_winograd(x: jnp.ndarray, kernel: jnp.ndarray, *, pool: bool = False)
 
 
 def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, *, pool: bool = False,
-            winograd: bool = True) -> jnp.ndarray:
+            winograd: bool = True, transformed: jnp.ndarray | None = None) -> jnp.ndarray:
     """A 3x3 'same' convolution plus bias, as ``nnx.Conv(I, O, (3, 3), padding=1)``: (N, H, W, I) -> (N, H, W, O).
 
     With ``pool``, the 2x2 max pool of the convolution plus bias, (N, H // 2, W // 2, O), so that
@@ -137,13 +146,17 @@ def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, *, pool: boo
     Winograd F(2x2, 3x3) when ``winograd`` is on, ``winograd_pays`` for the kernel and the program is
     compiled for CPU, else XLA's convolution. The platform is chosen per lowering
     (``lax.platform_dependent``), so a program compiled for GPU or TPU contains only the plain convolution.
+    ``transformed`` (optional): ``kernel_transform(kernel)`` computed beforehand; only the Winograd path reads it.
     """
 
-    def direct(x, kernel):
+    def direct(x, kernel, *_transformed):
         y = conv3x3_same(x, kernel)
         return max_pool_2x2(y) if pool else y
 
+    def cpu(x, kernel, *transformed):
+        return conv3x3_winograd(x, kernel, pool=pool, transformed=transformed[0] if transformed else None)
+
     if not (winograd and winograd_pays(kernel.shape)):
         return direct(x, kernel) + bias
-    y = lax.platform_dependent(x, kernel, cpu=functools.partial(conv3x3_winograd, pool=pool), default=direct)
-    return y + bias
+    operands = (x, kernel) if transformed is None else (x, kernel, transformed)
+    return lax.platform_dependent(*operands, cpu=cpu, default=direct) + bias

@@ -11,6 +11,7 @@ The loop is plain Python around the jitted steps; all state is explicit (model, 
 epoch number), so a run is a pure function of its config. The lessons call these same functions.
 """
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -92,15 +93,18 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
     sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
     bar = tqdm(epoch_batches(indices, batch_size, key_perm), total=num_batches(len(indices), batch_size),
                desc=desc, disable=not progress, leave=False)
-    for step, (rows, weight) in enumerate(bar):
-        batch = shard_batch(mesh, arrays, rows, weight)  # split over the devices when there are several
-        result = train_step(model, optimizer, batch, jax.random.fold_in(key_aug, step),
-                            max_angle=max_angle, label_smoothing=label_smoothing)
-        # A CPU-device sync point per step: the progress bar shows the running loss.
-        for name in sums:
-            sums[name] += float(result[name])
-        stop.check()  # Ctrl-C: here, between steps
-        bar.set_postfix(loss=f"{sums['loss_sum'] / sums['count']:.3f}", acc=f"{sums['correct'] / sums['count']:.3f}")
+    # A frozen VGG19's Winograd kernels are transformed once per epoch, not once per step.
+    with model.frozen_kernels() if isinstance(model, VGG19Classifier) else contextlib.nullcontext():
+        for step, (rows, weight) in enumerate(bar):
+            batch = shard_batch(mesh, arrays, rows, weight)  # split over the devices when there are several
+            result = train_step(model, optimizer, batch, jax.random.fold_in(key_aug, step),
+                                max_angle=max_angle, label_smoothing=label_smoothing)
+            # A CPU-device sync point per step: the progress bar shows the running loss.
+            for name in sums:
+                sums[name] += float(result[name])
+            stop.check()  # Ctrl-C: here, between steps
+            bar.set_postfix(loss=f"{sums['loss_sum'] / sums['count']:.3f}",
+                            acc=f"{sums['correct'] / sums['count']:.3f}")
     return {"train_loss": sums["loss_sum"] / sums["count"], "train_accuracy": sums["correct"] / sums["count"]}
 
 
