@@ -49,6 +49,7 @@ from jaxmri.models import SmallCNN, UNet, VGG19Classifier
 from jaxmri.models.layers import max_pool_2x2
 from jaxmri.models.vgg19 import VGG19_BLOCKS
 from jaxmri.training import classify_steps, segment_steps
+from jaxmri.training.classify import epoch_context
 from jaxmri.training.optim import make_optimizer
 
 CASES = ("cnn", "vgg19", "vgg19-fwd", "unet32", "unet64")
@@ -120,6 +121,7 @@ def make_case(case: str, batch: int):
         args = (data,)
     else:
         model.train()
+        epoch_context(model).__enter__()  # as classify.train_epoch runs the step (kept for this process)
         step = classify_steps.train_step
         args = (make_optimizer(model, lr=1e-3, weight_decay=4e-4), data, None)
     counted = flops_of(executable(step, model, *args))
