@@ -35,6 +35,7 @@ Usage:
 """
 
 import argparse
+import contextlib
 import statistics
 
 import jax
@@ -49,7 +50,7 @@ from jaxmri.models import SmallCNN, UNet, VGG19Classifier
 from jaxmri.models.layers import max_pool_2x2
 from jaxmri.models.vgg19 import VGG19_BLOCKS
 from jaxmri.training import classify_steps, segment_steps
-from jaxmri.training.classify import epoch_context
+from jaxmri.training.classify import winograd_cache
 from jaxmri.training.optim import make_optimizer
 
 CASES = ("cnn", "vgg19", "vgg19-fwd", "unet32", "unet64")
@@ -92,6 +93,19 @@ def direct_flops(step, model, *args) -> float:
         model.winograd = kept
 
 
+# Contexts kept open for the rest of the process (a bare ``__enter__()`` would be closed with its object).
+HELD = contextlib.ExitStack()
+
+
+def as_trained(model: nnx.Module, optimizer: nnx.Optimizer) -> None:
+    """Set ``model`` up as ``jaxmri.training.classify.train_epoch`` runs its steps: ``model.train()`` inside
+    ``winograd_cache`` (a frozen VGG19's Winograd kernels transformed once), held for the rest of the process."""
+    model.train()
+    HELD.enter_context(winograd_cache(model, optimizer))
+    if isinstance(model, VGG19Classifier):
+        assert model.winograd_kernels is not None or jax.default_backend() != "cpu"
+
+
 def make_case(case: str, batch: int):
     """(zero-arg step that blocks, FLOPs of one call as compiled, FLOPs of the direct convolutions) for one row."""
     if case.startswith("peak"):
@@ -120,10 +134,10 @@ def make_case(case: str, batch: int):
         step = classify_steps.eval_step
         args = (data,)
     else:
-        model.train()
-        epoch_context(model).__enter__()  # as classify.train_epoch runs the step (kept for this process)
+        optimizer = make_optimizer(model, lr=1e-3, weight_decay=4e-4)
+        as_trained(model, optimizer)  # as classify.train_epoch runs the step
         step = classify_steps.train_step
-        args = (make_optimizer(model, lr=1e-3, weight_decay=4e-4), data, None)
+        args = (optimizer, data, None)
     counted = flops_of(executable(step, model, *args))
     direct = direct_flops(step, model, *args) if case != "cnn" else counted
     return blocking(step, model, *args), counted, direct

@@ -47,7 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-# The U-Net cases and the core count come from the sibling script (run as a script, its folder is on sys.path).
+# From the sibling scripts (run as a script, its folder is on sys.path): the step set up as training runs it,
+# the U-Net cases and the core count.
+from roofline import as_trained
 from unet_bench import cpu_threads, make_jax_unet_step, make_torch_unet_step, time_interleaved
 
 from jaxmri.allocator import DESCRIPTION as MALLOC_SETTINGS
@@ -55,7 +57,6 @@ from jaxmri.allocator import tune_malloc
 from jaxmri.models import SmallCNN, VGG19Classifier
 from jaxmri.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from jaxmri.models.vgg19 import VGG19_BLOCKS, VGG19_WIDTHS
-from jaxmri.training.classify import epoch_context
 from jaxmri.training.classify_steps import train_step
 from jaxmri.training.optim import make_optimizer
 
@@ -102,18 +103,11 @@ def classifier_batch(batch: int, seed: int = 0) -> dict:
     }
 
 
-def as_trained(model: nnx.Module) -> nnx.Module:
-    """``model`` set up as ``jaxmri.training.classify.train_epoch`` runs its steps: ``model.train()`` inside
-    ``epoch_context`` (a frozen VGG19's Winograd kernels transformed once), kept for the rest of the process."""
-    model.train()
-    epoch_context(model).__enter__()
-    return model
-
-
 def make_jax_classifier_steps(case: str, batch: dict):
     """(step without augmentation, step with augmentation): zero-arg callables that block."""
-    model = as_trained(SmallCNN(2, rngs=nnx.Rngs(0)) if case == "cnn" else VGG19Classifier(2, rngs=nnx.Rngs(0)))
+    model = SmallCNN(2, rngs=nnx.Rngs(0)) if case == "cnn" else VGG19Classifier(2, rngs=nnx.Rngs(0))
     optimizer = make_optimizer(model, lr=LR, weight_decay=WEIGHT_DECAY)
+    as_trained(model, optimizer)
     device_batch = {k: jnp.asarray(v) for k, v in batch.items()}
     key = jax.random.key(0)
     plain = lambda: jax.block_until_ready(train_step(model, optimizer, device_batch, None))

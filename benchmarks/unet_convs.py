@@ -6,10 +6,11 @@ layers alone, at the layer's real shape (batch 4, 256 x 256 input), jaxmri's sid
 U-Net train step's CPU option (``segment_steps.TRAIN_COMPILER_OPTIONS``) or with XLA's default
 (``--xla-default``), PyTorch's the eager ``conv2d`` / ``convolution_backward`` (NCHW, oneDNN), alternating
 round by round in one process. It prints a row per layer (jaxmri ms / PyTorch ms) and the totals, so the
-gap between the two steps can be placed: on which layers and in which part.
+gap between the two steps can be placed: on which layers and in which part. Each part runs alone (its
+own output buffer, no fusion with its neighbours), so the totals show where time goes, not a step's time.
 
   python benchmarks/unet_convs.py                    # width 32, 5 rounds
-  python benchmarks/unet_convs.py --width 64 --xla-default
+  python benchmarks/unet_convs.py --widths 32 64 --xla-default --tune-malloc
 """
 
 import argparse
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from train_step import cpu_model, torch
-from unet_bench import cpu_threads, time_interleaved
+from unet_bench import cpu_threads, time_interleaved, unet_timing_flags
 
 from jaxmri.allocator import tune_malloc
 from jaxmri.models import UNet
@@ -59,22 +60,50 @@ def jax_parts(x, kernel, dy, options) -> dict:
 
 
 def torch_parts(x, kernel, dy) -> dict:
+    """PyTorch's three parts on NCHW copies (none of the tensors requires grad, so nothing is recorded)."""
     tx, tdy = (torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) for a in (x, dy))
     tk = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
     backward = lambda mask: torch.ops.aten.convolution_backward(
         tdy, tx, tk, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
-    with torch.no_grad():
-        return {"forward": lambda: torch.nn.functional.conv2d(tx, tk, padding=1),
-                "weight grad": lambda: backward([False, True, False])[1],
-                "input grad": lambda: backward([True, False, False])[0]}
+    return {"forward": lambda: torch.nn.functional.conv2d(tx, tk, padding=1),
+            "weight grad": lambda: backward([False, True, False])[1],
+            "input grad": lambda: backward([True, False, False])[0]}
+
+
+def one_width(width: int, args, options: dict) -> None:
+    print(f"\nU-Net width {width}, batch {args.batch}, {args.size} x {args.size}; median of {args.rounds} "
+          "alternating rounds, jaxmri ms / PyTorch ms (the first layer's input gradient is pruned in the step)")
+    print(f"{'layer (side, in, out)':<24}" + "".join(f"{part:>20}" for part in PARTS))
+    rng = np.random.default_rng(0)
+    totals = {part: [0.0, 0.0] for part in PARTS}
+    for layer, (side, c_in, c_out) in enumerate(conv_layers(width, args.size)):
+        x = rng.random((args.batch, side, side, c_in), dtype=np.float32)
+        kernel = (rng.standard_normal((3, 3, c_in, c_out)) / np.sqrt(9 * c_in)).astype(np.float32)
+        dy = rng.standard_normal((args.batch, side, side, c_out)).astype(np.float32)
+        jaxs = jax_parts(*(jnp.asarray(a) for a in (x, kernel, dy)), options)
+        torchs = torch_parts(x, kernel, dy)
+        parts = PARTS[:2] if layer == 0 else PARTS
+        steps = {(fw, part): fns[part] for part in parts for fw, fns in (("jax", jaxs), ("torch", torchs))}
+        times = time_interleaved(steps, args.warmup, args.rounds)
+        row = f"{f'{side}, {c_in}, {c_out}':<24}"
+        for part in PARTS:
+            if part not in parts:
+                row += f"{'-':>20}"
+                continue
+            ms = [statistics.median(times[(fw, part)]["wall"]) for fw in ("jax", "torch")]
+            totals[part][0] += ms[0]
+            totals[part][1] += ms[1]
+            row += f"{ms[0]:>11.1f} / {ms[1]:>6.1f}"
+        print(row, flush=True)
+    print(f"{'total':<24}" + "".join(f"{j:>11.0f} / {t:>6.0f}" for j, t in totals.values()))
+    jax_total, torch_total = (sum(v[i] for v in totals.values()) for i in (0, 1))
+    print(f"all parts: jaxmri {jax_total:.0f} ms, PyTorch {torch_total:.0f} ms; ratio torch / jaxmri "
+          f"{torch_total / jax_total:.2f}x (> 1: jaxmri faster). Layers timed alone: the sum is not a step's time.")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = unet_timing_flags(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    parser.set_defaults(widths=[32], rounds=5)
     parser.add_argument("--xla-default", action="store_true", help="compile jaxmri's parts with XLA's defaults")
     parser.add_argument("--tune-malloc", action="store_true", help="the jaxmri commands' allocator settings")
     args = parser.parse_args(argv)
@@ -85,29 +114,8 @@ def main(argv=None) -> None:
     malloc = tune_malloc() if args.tune_malloc else "glibc defaults"
     print(f"CPU: {cpu_model()}; jax {jax.__version__} options {options or 'XLA default'}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; malloc: {malloc}")
-    print(f"U-Net width {args.width}, batch {args.batch}, {args.size} x {args.size}; median of {args.rounds} "
-          "alternating rounds, jaxmri ms / PyTorch ms")
-    print(f"{'layer (side, in, out)':<24}" + "".join(f"{part:>20}" for part in PARTS))
-    rng = np.random.default_rng(0)
-    totals = {part: [0.0, 0.0] for part in PARTS}
-    for side, c_in, c_out in conv_layers(args.width, args.size):
-        x = rng.random((args.batch, side, side, c_in), dtype=np.float32)
-        kernel = (rng.standard_normal((3, 3, c_in, c_out)) / np.sqrt(9 * c_in)).astype(np.float32)
-        dy = rng.standard_normal((args.batch, side, side, c_out)).astype(np.float32)
-        jaxs = jax_parts(*(jnp.asarray(a) for a in (x, kernel, dy)), options)
-        torchs = torch_parts(x, kernel, dy)
-        steps = {(fw, part): fns[part] for part in PARTS for fw, fns in (("jax", jaxs), ("torch", torchs))}
-        times = time_interleaved(steps, 2, args.rounds)
-        row = f"{f'{side}, {c_in}, {c_out}':<24}"
-        for part in PARTS:
-            ms = [statistics.median(times[(fw, part)]["wall"]) for fw in ("jax", "torch")]
-            totals[part][0] += ms[0]
-            totals[part][1] += ms[1]
-            row += f"{ms[0]:>11.1f} / {ms[1]:>6.1f}"
-        print(row, flush=True)
-    print(f"{'total':<24}" + "".join(f"{j:>11.0f} / {t:>6.0f}" for j, t in totals.values()))
-    jax_total, torch_total = (sum(v[i] for v in totals.values()) for i in (0, 1))
-    print(f"all parts: jaxmri {jax_total:.0f} ms, PyTorch {torch_total:.0f} ms ({torch_total / jax_total:.2f}x)")
+    for width in args.widths:
+        one_width(width, args, options)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ In one process, alternating round by round:
            default) and ``winograd=False`` (XLA's convolution everywhere), same weights, and the largest
            relative difference of their features;
   step     the frozen VGG19 train step (``classify_steps.train_step``, no augmentation) both ways, and
-           Winograd with the kernels transformed once beforehand (``VGG19Classifier.frozen_kernels``, as
+           Winograd with the kernels transformed once beforehand (``VGG19Classifier.winograd_cache``, as
            ``training.classify.train_epoch`` runs it) instead of in every step.
 
 ratio = direct ms / Winograd ms (> 1: Winograd faster). ``--tune-malloc`` applies the allocator
@@ -104,13 +104,14 @@ def whole(part: str, batch: int, rounds: int) -> None:
                 f"features rel diff {relative_difference(features['direct'], features['winograd']):.1e}")
     else:
         models["frozen kernels"] = VGG19Classifier(2, rngs=nnx.Rngs(0))
+        models["frozen kernels"].train()
         optimizers = {n: make_optimizer(m, lr=1e-3, weight_decay=4e-4) for n, m in models.items()}
         steps = {n: (lambda n=n: jax.block_until_ready(classify_steps.train_step(models[n], optimizers[n], data, None)))
                  for n in models}
         note = "train step, no augmentation, dropout on"
     with contextlib.ExitStack() as stack:
         if "frozen kernels" in models:
-            stack.enter_context(models["frozen kernels"].frozen_kernels())
+            stack.enter_context(models["frozen kernels"].winograd_cache())
         times = time_interleaved(steps, 2, rounds)
     ms = median_ms(times)
     cpu = {name: statistics.median(t["cpu"]) for name, t in times.items()}

@@ -1,5 +1,7 @@
 """Winograd F(2x2, 3x3) (jaxmri.models.winograd): the same convolution as XLA's, chosen on CPU only."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,7 +122,7 @@ def test_vgg19_with_and_without_winograd_agree():
 @pytest.mark.parametrize("pool", [False, True])
 def test_a_transformed_kernel_given_beforehand_gives_the_same_convolution(pool):
     """``transformed`` (stacked or as 16 matrices) replaces the in-place kernel transform bit for bit;
-    the kernel then only supplies the shape."""
+    the kernel then only supplies the shape. ``conv3x3`` passes it to the CPU (Winograd) branch."""
     x, kernel = _inputs(2, 6, 7, 5, 3)
     expected = conv3x3_winograd(x, kernel, pool=pool)
     u = jax.jit(kernel_transform)(kernel)
@@ -131,6 +133,11 @@ def test_a_transformed_kernel_given_beforehand_gives_the_same_convolution(pool):
     np.testing.assert_allclose(other, 2 * expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"16 matrices \(5, 3\)"):
         conv3x3_winograd(x, kernel, transformed=u[:15])
+    x, kernel = _inputs(1, 4, 4, WINOGRAD_MIN_CHANNELS, 4)
+    doubled = tuple(2 * jax.jit(kernel_transform)(kernel))
+    direct = conv3x3_same(x, kernel)
+    direct = max_pool_2x2(direct) if pool else direct
+    assert _relative(2 * direct + 1.0, conv3x3(x, kernel, 1.0, pool=pool, transformed=doubled)) < TOLERANCE
 
 
 def _wide_vgg19(**kwargs):
@@ -138,69 +145,117 @@ def _wide_vgg19(**kwargs):
     return VGG19Classifier(2, widths=widths, hidden=16, rngs=nnx.Rngs(0), **kwargs)
 
 
-def test_frozen_kernels_give_the_same_train_step_and_leave_no_trace():
-    """Inside ``frozen_kernels`` the 11 layers of 128+ input channels read kernels transformed once; the
-    train step's loss and updated head are bit-identical to the per-step transform, and on leaving
-    the model's state is what it was (nothing extra to checkpoint)."""
+def _state_paths(model):
+    return {path for path, _ in nnx.to_flat_state(nnx.state(model))}
+
+
+def test_the_winograd_cache_is_read_and_gives_the_same_train_step():
+    """Inside ``winograd_cache`` the 11 layers of 128+ input channels read kernels transformed once (a
+    changed cache entry changes the output); the train step's loss and updated head are bit-identical
+    to the per-step transform, and on leaving the model's state is what it was (nothing to checkpoint)."""
     from jaxmri.training.classify_steps import train_step
     from jaxmri.training.optim import make_optimizer
+    from jaxmri.models.vgg19 import WinogradKernels
 
     rng = np.random.default_rng(3)
     batch = {"image": jnp.asarray(rng.integers(0, 256, (2, 64, 64, 3)), jnp.uint8),
              "label": jnp.asarray([0, 1], jnp.int32), "weight": jnp.ones(2, jnp.float32)}
+    forward = nnx.jit(lambda m, x: m.last_conv(x))
+    images = batch["image"].astype(jnp.float32) / 255
     results = []
-    for frozen in (False, True):
+    for cached in (False, True):
         model = _wide_vgg19()
         model.train()
         optimizer = make_optimizer(model, lr=1e-3, weight_decay=4e-4)
-        keys = {path for path, _ in nnx.to_flat_state(nnx.state(model))}
-        if frozen:
-            with model.frozen_kernels():
-                cached = [v is not None for v in model.winograd_kernels]
-                assert cached == [False] * 5 + [True] * 11  # block 3 starts from 16 channels
+        paths = _state_paths(model)
+        if cached:
+            with model.winograd_cache(optimizer.wrt):
+                assert [v is not None for v in model.winograd_kernels] == [False] * 5 + [True] * 11  # block 3 starts at 16
                 result = train_step(model, optimizer, batch, jax.random.key(1))
+                maps = forward(model, images)
+                last = model.winograd_kernels[15]
+                model.winograd_kernels[15] = WinogradKernels(tuple(2 * u for u in last.get_value()))
+                assert not np.allclose(maps, forward(model, images))  # the step really reads the cache
+                model.winograd_kernels[15] = last
             assert model.winograd_kernels is None
         else:
             result = train_step(model, optimizer, batch, jax.random.key(1))
-        assert {path for path, _ in nnx.to_flat_state(nnx.state(model))} == keys
+        assert _state_paths(model) == paths
         results.append((float(result["loss_sum"]), np.asarray(model.head.kernel[...])))
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
-@pytest.mark.parametrize("setting", [{"freeze_backbone": False}, {"winograd": False}])
-def test_frozen_kernels_are_a_no_op_when_the_backbone_trains_or_winograd_is_off(setting):
-    model = _wide_vgg19(**setting)
-    with model.frozen_kernels():
-        assert model.winograd_kernels is None
+def test_kernels_the_optimizer_trains_are_never_cached():
+    """The optimizer's ``wrt``, not ``freeze_backbone``, decides: a model built frozen but fine-tuned with
+    ``wrt=nnx.Param`` (lesson 3) caches nothing, nor does ``freeze_backbone=False``; with block 5 trained,
+    blocks 3-4 are still cached. Winograd off: nothing."""
+    from jaxmri.training.optim import make_tx
+
+    cases = [(_wide_vgg19(), nnx.Param, [False] * 16),
+             (_wide_vgg19(freeze_backbone=False), None, [False] * 16),
+             (_wide_vgg19(), nnx.Any(nnx.PathContains("head"), nnx.PathContains(12), nnx.PathContains(13),
+                                      nnx.PathContains(14), nnx.PathContains(15)), [False] * 5 + [True] * 7 + [False] * 4),
+             (_wide_vgg19(winograd=False), None, None)]
+    for model, wrt, expected in cases:
+        optimizer = nnx.Optimizer(model, make_tx(lr=1e-3, weight_decay=0.0), wrt=wrt) if wrt is not None else None
+        with model.winograd_cache(optimizer.wrt if optimizer else None):
+            got = None if model.winograd_kernels is None else [v is not None for v in model.winograd_kernels]
+            assert got == expected
 
 
-def test_frozen_kernels_are_dropped_when_the_block_raises():
+def test_fine_tuning_a_frozen_built_vgg19_trains_its_convolutions_as_without_the_cache(monkeypatch):
+    """``train_epoch`` with an optimizer over every parameter: the convolutions move, exactly as they do
+    when the loop runs without ``winograd_cache`` (a cached kernel would get no gradient at all)."""
+    from jaxmri.training import classify
+    from jaxmri.training.optim import make_tx
+
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.integers(0, 256, (4, 64, 64, 3)).astype(np.uint8), "label": np.array([0, 1] * 2, np.int32)}
+    kernels = []
+    for use_cache in (True, False):
+        if not use_cache:
+            monkeypatch.setattr(classify, "winograd_cache", lambda model, optimizer: contextlib.nullcontext())
+        model = _wide_vgg19()
+        before = np.asarray(model.convs[15].kernel[...])
+        optimizer = nnx.Optimizer(model, make_tx(lr=1e-3, weight_decay=0.0), wrt=nnx.Param)
+        classify.train_epoch(model, optimizer, arrays, np.arange(4), jax.random.key(0), batch_size=2, max_angle=10.0)
+        kernels.append(np.asarray(model.convs[15].kernel[...]))
+        assert not np.array_equal(before, kernels[-1])
+    np.testing.assert_array_equal(kernels[0], kernels[1])
+
+
+def test_the_winograd_cache_is_restored_when_the_block_raises_or_nests():
     model = _wide_vgg19()
     with pytest.raises(KeyboardInterrupt):
-        with model.frozen_kernels():
+        with model.winograd_cache():
             assert model.winograd_kernels is not None
             raise KeyboardInterrupt
+    assert model.winograd_kernels is None
+    with model.winograd_cache():
+        outer = model.winograd_kernels
+        with model.winograd_cache():
+            pass
+        assert model.winograd_kernels is outer
     assert model.winograd_kernels is None
 
 
 def test_the_classification_epoch_transforms_a_frozen_vgg19s_kernels_once(monkeypatch):
-    """``training.classify.train_epoch`` runs its steps inside ``frozen_kernels``: one transform per epoch."""
+    """``training.classify.train_epoch`` runs its steps inside the cache: one kernel transform per epoch."""
+    from jaxmri.models import vgg19
     from jaxmri.training import classify
     from jaxmri.training.optim import make_optimizer
 
-    entered = []
-    original = VGG19Classifier.frozen_kernels
-
-    def recording(self):
-        entered.append(self)
-        return original(self)
-
-    monkeypatch.setattr(VGG19Classifier, "frozen_kernels", recording)
+    calls, seen = [], []
+    original = vgg19._transform_all
+    monkeypatch.setattr(vgg19, "_transform_all", lambda kernels: calls.append(len(kernels)) or original(kernels))
+    step = classify.train_step
+    monkeypatch.setattr(classify, "train_step",
+                        lambda model, *args, **kwargs: seen.append(model.winograd_kernels is not None) or step(model, *args, **kwargs))
     model = _wide_vgg19()
     optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     arrays = {"image": rng.integers(0, 256, (6, 64, 64, 3)).astype(np.uint8), "label": np.array([0, 1] * 3, np.int32)}
     metrics = classify.train_epoch(model, optimizer, arrays, np.arange(6), jax.random.key(0), batch_size=2, max_angle=10.0)
-    assert entered == [model] and np.isfinite(metrics["train_loss"])
+    assert calls == [11] and seen == [True] * 3 and np.isfinite(metrics["train_loss"])
     assert model.winograd_kernels is None

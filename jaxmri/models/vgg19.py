@@ -21,7 +21,7 @@ conv (``winograd.conv3x3(..., pool=True)``). On CPU the convolutions with 128 or
 (conv2_2 onward: 85% of the forward's FLOPs) run as Winograd F(2x2, 3x3) (``jaxmri.models.winograd``):
 the same convolution with 2.25x fewer multiplications, equal to XLA's direct one up to float32 rounding
 (frozen train step 1.4x faster on a 2-core CPU); while a frozen backbone trains, its transformed kernels
-are computed once per epoch instead of in every step (``frozen_kernels``). ``fc1`` flattens the 7 x 7 x 512 map in NHWC order
+are computed once per epoch instead of in every step (``winograd_cache``). ``fc1`` flattens the 7 x 7 x 512 map in NHWC order
 (torchvision flattens NCHW; ``jaxmri.weights`` permutes the rows when converting).
 """
 
@@ -40,10 +40,10 @@ VGG19_WIDTHS = (64, 128, 256, 512, 512)
 
 
 class WinogradKernels(nnx.Variable):
-    """A frozen 3x3 kernel in the Winograd domain, ``kernel_transform(kernel)``, (16, I, O).
+    """A fixed 3x3 kernel in the Winograd domain: the 16 (I, O) matrices of ``kernel_transform(kernel)``.
 
     Derived from a ``Param``, never trained and never saved: it exists only inside
-    ``VGG19Classifier.frozen_kernels``, so ``nnx.state(model)`` and checkpoints never see it."""
+    ``VGG19Classifier.winograd_cache``, so ``nnx.state(model)`` and checkpoints never see it."""
 
 
 @jax.jit
@@ -108,34 +108,43 @@ class VGG19Classifier(nnx.Module):
         self.dropout2 = nnx.Dropout(dropout, rngs=rngs)
         self.freeze_backbone = freeze_backbone
         self.winograd = winograd
-        # One WinogradKernels (or None for a direct layer) per conv while ``frozen_kernels`` is active.
+        # One WinogradKernels (or None: transformed in the step) per conv while ``winograd_cache`` is active.
         self.winograd_kernels = nnx.data(None)
 
     @contextlib.contextmanager
-    def frozen_kernels(self):
-        """While active, each Winograd convolution reads its kernel transformed once, on entry, instead of
-        transforming it on every call (13 kernels, about 140 MB written per train step of the full model).
+    def winograd_cache(self, trainable=None):
+        """While active, each Winograd convolution whose kernel does not train reads it transformed once,
+        on entry, instead of transforming it on every call (13 kernels, about 140 MB written per train
+        step of the full frozen model).
 
-        Exact only while the convolutions cannot change: the classification loop enters it for one epoch
-        of a frozen backbone, whose optimizer holds only ``head``. A no-op when the backbone trains,
-        Winograd is off, or the default backend is not the CPU (where ``conv3x3`` takes XLA's convolution).
-        Changing a convolution's kernel inside the block would leave the transformed copy stale.
+        Args:
+          trainable: the filter of what the optimizer trains (``optimizer.wrt``); default
+            ``trainable_filter()``. Kernels it selects are never cached: their gradient flows through
+            the transform in the step, and an update inside the block would leave a copy stale.
 
-            >>> with model.frozen_kernels():              # doctest: +SKIP
+        The classification loop enters it for each epoch (``training.classify.winograd_cache``). With the
+        paper's frozen backbone every Winograd layer is cached; with ``freeze_backbone=False`` none is.
+        A no-op when Winograd is off or the default backend is not the CPU (where ``conv3x3`` takes XLA's
+        convolution). Changing a cached kernel inside the block (loading weights, say) is not supported.
+
+            >>> with model.winograd_cache(optimizer.wrt):  # doctest: +SKIP
             ...     for batch in batches:
             ...         train_step(model, optimizer, batch)
         """
-        if not (self.freeze_backbone and self.winograd and jax.default_backend() == "cpu"):
+        previous = self.winograd_kernels
+        if not (self.winograd and jax.default_backend() == "cpu"):
             yield
             return
-        wide = [i for i, conv in enumerate(self.convs) if winograd_pays(conv.kernel.shape)]
-        transformed = dict(zip(wide, _transform_all([self.convs[i].kernel[...] for i in wide])))
+        trained = {path for path, _ in nnx.to_flat_state(nnx.state(self, trainable or self.trainable_filter()))}
+        fixed = [i for i, conv in enumerate(self.convs)
+                 if winograd_pays(conv.kernel.shape) and ("convs", i, "kernel") not in trained]
+        transformed = dict(zip(fixed, _transform_all([self.convs[i].kernel[...] for i in fixed])))
         self.winograd_kernels = nnx.List(
             [WinogradKernels(transformed[i]) if i in transformed else None for i in range(len(self.convs))])
         try:
             yield
         finally:
-            self.winograd_kernels = nnx.data(None)
+            self.winograd_kernels = previous
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
         """The 16 convolutions and 5 pools: (N, H, W, 3) in [0, 1] -> (N, H/32, W/32, widths[-1])."""

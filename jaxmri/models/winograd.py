@@ -33,6 +33,8 @@ logits to 1.0e-6 either way (``tests/test_weights.py``'s full-size check). Gradi
 same arithmetic (autodiff through the transforms and the matmuls).
 """
 
+from collections.abc import Sequence
+
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -91,17 +93,18 @@ def kernel_transform(kernel: jnp.ndarray) -> jnp.ndarray:
 
 
 def conv3x3_winograd(x: jnp.ndarray, kernel: jnp.ndarray, *, pool: bool = False,
-                     transformed: jnp.ndarray | None = None) -> jnp.ndarray:
+                     transformed: Sequence[jnp.ndarray] | None = None) -> jnp.ndarray:
     """``layers.conv3x3_same(x, kernel)`` computed as Winograd F(2x2, 3x3): (N, H, W, I) -> (N, H, W, O).
 
     ``x`` is float32 NHWC of any H, W >= 1 (odd sizes are padded to whole tiles and cropped),
     ``kernel`` (3, 3, I, O) HWIO. Zero padding 1 on every side, as ``nnx.Conv(..., padding=1)``.
     With ``pool``, returns ``max_pool_2x2`` of that, (N, H // 2, W // 2, O): each output tile is one
     pooling window, so the max is taken over the tile before the full-size map is ever written.
-    ``transformed``: ``kernel_transform(kernel)`` when the caller already has it (a frozen kernel
-    transformed once, ``VGG19Classifier.frozen_kernels``), stacked (16, I, O) or as 16 (I, O) arrays;
-    ``kernel`` then only gives the shape. Separate arrays are what a cache should hold: each is a matmul
-    operand as it is, where slicing a stacked parameter makes XLA copy every slice first.
+    ``transformed``: ``kernel_transform(kernel)`` when the caller already has it (a fixed kernel
+    transformed once, ``VGG19Classifier.winograd_cache``), stacked (16, I, O) or as 16 (I, O) arrays;
+    ``kernel`` then only gives the shape, and no gradient reaches it. Separate arrays are what a cache
+    should hold: each is a matmul operand as it is, where slicing a stacked parameter makes XLA copy
+    every slice first.
     """
     n, h, w, c = x.shape
     if kernel.shape[:3] != (3, 3, c):
@@ -136,7 +139,7 @@ def conv3x3_winograd(x: jnp.ndarray, kernel: jnp.ndarray, *, pool: bool = False,
 
 
 def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, *, pool: bool = False,
-            winograd: bool = True, transformed: jnp.ndarray | None = None) -> jnp.ndarray:
+            winograd: bool = True, transformed: Sequence[jnp.ndarray] | None = None) -> jnp.ndarray:
     """A 3x3 'same' convolution plus bias, as ``nnx.Conv(I, O, (3, 3), padding=1)``: (N, H, W, I) -> (N, H, W, O).
 
     With ``pool``, the 2x2 max pool of the convolution plus bias, (N, H // 2, W // 2, O), so that
@@ -146,7 +149,8 @@ def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, *, pool: boo
     Winograd F(2x2, 3x3) when ``winograd`` is on, ``winograd_pays`` for the kernel and the program is
     compiled for CPU, else XLA's convolution. The platform is chosen per lowering
     (``lax.platform_dependent``), so a program compiled for GPU or TPU contains only the plain convolution.
-    ``transformed`` (optional): ``kernel_transform(kernel)`` computed beforehand; only the Winograd path reads it.
+    ``transformed`` (optional): ``kernel_transform(kernel)`` computed beforehand; only the Winograd path
+    reads it, and then no gradient reaches ``kernel`` (see ``conv3x3_winograd``).
     """
 
     def direct(x, kernel, *_transformed):

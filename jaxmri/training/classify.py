@@ -2,7 +2,7 @@
 
 - ``make_keys`` / ``build_model``: a run's PRNG keys and its classifier, from the config's seed;
 - ``train_epoch``: one shuffled, augmented pass over the training images with ``classify_steps.train_step``
-  (inside ``epoch_context``);
+  (inside ``winograd_cache``);
 - ``Evaluator`` / ``evaluate``: loss and accuracy on a fixed image set (frozen VGG19 features cached);
 - ``fit``: ``cfg.epochs`` of ``train_epoch`` + ``evaluate``, keeping the best-validation checkpoint;
 - ``run``: data -> split -> ``train_on_split`` (model -> ``fit`` -> run directory), which is
@@ -81,10 +81,13 @@ def check_weights_available(cfg: ClassifyConfig) -> None:
         )
 
 
-def epoch_context(model: nnx.Module):
-    """What ``train_epoch`` runs its steps inside: for a frozen VGG19, its Winograd kernels transformed
-    once per epoch instead of once per step (``VGG19Classifier.frozen_kernels``); nothing for the others."""
-    return model.frozen_kernels() if isinstance(model, VGG19Classifier) else contextlib.nullcontext()
+def winograd_cache(model: nnx.Module, optimizer: nnx.Optimizer):
+    """What ``train_epoch`` runs its steps inside: for a VGG19, the Winograd kernels that ``optimizer``
+    does not train transformed once per epoch instead of in every step (``VGG19Classifier.winograd_cache``);
+    nothing for the other models."""
+    if isinstance(model, VGG19Classifier):
+        return model.winograd_cache(optimizer.wrt)
+    return contextlib.nullcontext()
 
 
 def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, np.ndarray], indices: np.ndarray,
@@ -100,7 +103,7 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, arrays: dict[str, n
     sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
     bar = tqdm(epoch_batches(indices, batch_size, key_perm), total=num_batches(len(indices), batch_size),
                desc=desc, disable=not progress, leave=False)
-    with epoch_context(model):
+    with winograd_cache(model, optimizer):
         for step, (rows, weight) in enumerate(bar):
             batch = shard_batch(mesh, arrays, rows, weight)  # split over the devices when there are several
             result = train_step(model, optimizer, batch, jax.random.fold_in(key_aug, step),

@@ -164,7 +164,10 @@ def replicated(value, sharding) -> jax.Array:
     """``value`` (an array of this process) placed whole on each of ``sharding``'s devices; unlike
     ``jax.device_put``, this also works when the sharding spans devices of other processes."""
     value = jax.numpy.asarray(value) if not isinstance(value, jax.Array) else value
-    if _is_key(value):  # typed PRNG keys (dropout's): place their raw data, then wrap it again
+    # Typed PRNG keys (dropout's): place their raw data, then wrap it again. JAX's typed-key path pairs
+    # the per-device pieces with the sharding's device order, while ``addressable_devices`` is a set whose
+    # order changes from process to process, so placing a key directly failed in about half of them.
+    if _is_key(value):
         return jax.random.wrap_key_data(replicated(jax.random.key_data(value), sharding),
                                         impl=jax.random.key_impl(value))
     return jax.make_array_from_single_device_arrays(
