@@ -35,6 +35,7 @@ Usage:
 """
 
 import argparse
+import atexit
 import contextlib
 import statistics
 
@@ -93,8 +94,10 @@ def direct_flops(step, model, *args) -> float:
         model.winograd = kept
 
 
-# Contexts kept open for the rest of the process (a bare ``__enter__()`` would be closed with its object).
+# Contexts kept open for the rest of the process (a bare ``__enter__()`` would be closed with its object),
+# closed at exit while the interpreter is still whole.
 HELD = contextlib.ExitStack()
+atexit.register(HELD.close)
 
 
 def as_trained(model: nnx.Module, optimizer: nnx.Optimizer) -> None:
