@@ -6,7 +6,8 @@ In one process, alternating round by round (so a change in machine load hits eve
              fastest is the best a dense fp32 matmul reaches on this machine now;
   cnn        ``classify_steps.train_step``, SmallCNN, batch 32 of 224 x 224 x 3;
   vgg19      the same step for the frozen VGG19 (only the head trains), batch 8;
-  vgg19-fwd  the frozen VGG19 forward alone (``classify_steps.eval_step``, dropout off), batch 8;
+  vgg19-fwd  the frozen VGG19 forward alone (``classify_steps.eval_step``, dropout off, Winograd kernels
+             cached as ``predict`` runs it), batch 8;
   unet32, unet64   ``segment_steps.train_step``, batch 4 of 256 x 256 x 1.
 
 FLOPs are XLA's own count for the compiled executable (``jitted.lower(...).compile().cost_analysis()``),
@@ -134,6 +135,7 @@ def make_case(case: str, batch: int):
     data = classifier_batch(batch)
     if case == "vgg19-fwd":
         model.eval()
+        HELD.enter_context(winograd_cache(model))  # as predict runs it: nothing trains, every kernel cached
         step = classify_steps.eval_step
         args = (data,)
     else:

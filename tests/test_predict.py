@@ -186,3 +186,22 @@ def test_predict_runs_as_a_subprocess_with_explain(cnn_run, phantom_dir, tmp_pat
     assert result.returncode == 0, result.stderr
     records = read_records(tmp_path / "p")
     assert len(records) == 8 and all((tmp_path / "p" / r["gradcam"]).is_file() for r in records)
+
+
+def test_predict_transforms_a_vgg19s_kernels_once_for_all_the_files(cnn_run, phantom_dir, tmp_path, monkeypatch):
+    """``predict_files`` runs every batch inside ``winograd_cache(run.model)`` (a no-op for this SmallCNN run;
+    for a VGG19 its Winograd kernels are then transformed once for the whole folder, not per batch)."""
+    from jaxmri.inference import predict_files, predictor
+
+    entered = []
+    real = predictor.winograd_cache
+
+    def recording(model, optimizer=None):
+        entered.append((model, optimizer))
+        return real(model, optimizer)
+
+    monkeypatch.setattr(predictor, "winograd_cache", recording)
+    run = load_run(cnn_run)
+    files = sorted(str(p) for p in (phantom_dir / "yes").iterdir())
+    records = predict_files(run, files, tmp_path, batch_size=4, progress=False)
+    assert len(records) == len(files) and entered == [(run.model, None)]

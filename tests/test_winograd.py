@@ -259,3 +259,21 @@ def test_the_classification_epoch_transforms_a_frozen_vgg19s_kernels_once(monkey
     metrics = classify.train_epoch(model, optimizer, arrays, np.arange(6), jax.random.key(0), batch_size=2, max_angle=10.0)
     assert calls == [11] and seen == [True] * 3 and np.isfinite(metrics["train_loss"])
     assert model.winograd_kernels is None
+
+
+def test_with_nothing_training_every_kernel_is_cached_and_eval_and_gradcam_are_unchanged():
+    """``classify.winograd_cache(model)`` without an optimizer (predict) caches all 11 Winograd layers, and
+    the evaluation logits and Grad-CAM maps are bit-identical to those with the per-call transform."""
+    from jaxmri.models.gradcam import gradcam
+    from jaxmri.training import classify
+    from jaxmri.training.classify_steps import eval_step
+
+    model = _wide_vgg19(freeze_backbone=False)  # nothing trains in predict, whatever the model was built for
+    model.eval()
+    batch = {"image": jnp.asarray(np.random.default_rng(4).integers(0, 256, (2, 64, 64, 3)), jnp.uint8)}
+    expected = (eval_step(model, batch), gradcam(model, batch, target=1))
+    with classify.winograd_cache(model):
+        assert sum(v is not None for v in model.winograd_kernels) == 11
+        got = (eval_step(model, batch), gradcam(model, batch, target=1))
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+        np.testing.assert_array_equal(a, b)

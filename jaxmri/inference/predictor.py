@@ -24,7 +24,7 @@ from jaxmri.errors import BadImageError, DataError
 from jaxmri.inference.load import Run
 from jaxmri.inference.outputs import paste_back, peak_xy, write_heatmap, write_mask, write_overlay
 from jaxmri.models.gradcam import gradcam
-from jaxmri.training.classify import Evaluator, softmax, tumor_class
+from jaxmri.training.classify import Evaluator, softmax, tumor_class, winograd_cache
 from jaxmri.training.segment_steps import predict_step
 
 
@@ -81,8 +81,16 @@ def predict_files(run: Run, files: list[str], out: Path, *, explain: bool = Fals
     ``explain`` (classifiers): Grad-CAM of the tumor class as ``<name>_gradcam.png`` and ``gradcam_peak``.
     ``keep_heat``: also keep each Grad-CAM map at the image's size under the record's ``"_heat"`` key
     (for the localisation score; not JSON). Decoding happens ``batch_size`` files at a time (default:
-    the run's own batch size), so memory stays bounded for any number of files.
+    the run's own batch size), so memory stays bounded for any number of files. A VGG19's Winograd
+    kernels are transformed once for all the files (``training.classify.winograd_cache``).
     """
+    with winograd_cache(run.model):
+        return _predict_files(run, files, out, explain=explain, batch_size=batch_size, progress=progress,
+                              keep_heat=keep_heat)
+
+
+def _predict_files(run: Run, files: list[str], out: Path, *, explain: bool, batch_size: int | None, progress: bool,
+                   keep_heat: bool) -> list[dict]:
     if explain:
         run.require_classifier("--explain (Grad-CAM)")
     batch_size = batch_size or run.cfg.batch_size

@@ -81,12 +81,14 @@ def check_weights_available(cfg: ClassifyConfig) -> None:
         )
 
 
-def winograd_cache(model: nnx.Module, optimizer: nnx.Optimizer):
-    """What ``train_epoch`` runs its steps inside: for a VGG19, the Winograd kernels that ``optimizer``
-    does not train transformed once per epoch instead of in every step (``VGG19Classifier.winograd_cache``);
-    nothing for the other models."""
+def winograd_cache(model: nnx.Module, optimizer: nnx.Optimizer | None = None):
+    """For a VGG19, the Winograd kernels that ``optimizer`` does not train transformed once, on entry,
+    instead of in every call (``VGG19Classifier.winograd_cache``); nothing for the other models.
+
+    ``train_epoch`` runs its steps inside it; ``optimizer=None`` (``predict``: nothing trains) caches
+    every Winograd kernel."""
     if isinstance(model, VGG19Classifier):
-        return model.winograd_cache(optimizer.wrt)
+        return model.winograd_cache(nnx.Nothing if optimizer is None else optimizer.wrt)
     return contextlib.nullcontext()
 
 
