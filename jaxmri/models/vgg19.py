@@ -21,8 +21,9 @@ conv (``winograd.conv3x3(..., pool=True)``). On CPU the convolutions with 128 or
 (conv2_2 onward: 85% of the forward's FLOPs) run as Winograd F(2x2, 3x3) (``jaxmri.models.winograd``):
 the same convolution with 2.25x fewer multiplications, equal to XLA's direct one up to float32 rounding
 (frozen train step 1.4x faster on a 2-core CPU); while a frozen backbone trains, its transformed kernels
-are computed once per epoch instead of in every step (``winograd_cache``). ``fc1`` flattens the 7 x 7 x 512 map in NHWC order
-(torchvision flattens NCHW; ``jaxmri.weights`` permutes the rows when converting).
+are computed once per epoch instead of in every step (``winograd_cache``). ``fc1`` flattens the
+7 x 7 x 512 map in NHWC order (torchvision flattens NCHW; ``jaxmri.weights`` permutes the rows when
+converting).
 """
 
 import contextlib
