@@ -138,6 +138,24 @@ def test_blocked_conv_relu_pool_equals_the_plain_layers_and_their_gradients(shap
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_blocked_conv_kernel_gradient_is_a_product_on_cpu_and_the_convolution_elsewhere():
+    """On CPU the kernel's gradient is a matrix product over the blocks' patches (a concatenate, and no
+    second convolution); a program lowered for GPU or TPU (no device needed to lower) keeps XLA's
+    weight-gradient convolution instead."""
+    x, kernel, bias = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4)), jnp.ones(4)
+    kernel_grad = lambda x, k, b: jax.grad(lambda k: conv3x3_relu_max_pool_2x2(x, k, b).sum())(k)
+
+    def hlo(platform):
+        lowered = jax.jit(kernel_grad).trace(x, kernel, bias).lower(lowering_platforms=(platform,))
+        return lowered.as_text()
+
+    cpu = hlo("cpu")
+    assert cpu.count("stablehlo.convolution") == 1 and "stablehlo.concatenate" in cpu
+    for platform in ("cuda", "tpu"):
+        other = hlo(platform)
+        assert other.count("stablehlo.convolution") == 2 and "stablehlo.concatenate" not in other, platform
+
+
 def test_blocked_conv_relu_pool_rejects_odd_maps():
     with pytest.raises(ValueError, match="even H and W"):
         conv3x3_relu_max_pool_2x2(jnp.zeros((1, 5, 6, 3)), jnp.zeros((3, 3, 3, 4)), jnp.zeros(4))
