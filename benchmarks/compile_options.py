@@ -27,7 +27,7 @@ OPTION_SETS = {
     "xla default": {},
     "ynn: no convs": {"xla_cpu_experimental_ynn_fusion_type": YNN_NO_CONV},
     "onednn convs": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
-    "onednn convs, ynn no convs": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
+    "onednn convs + ynn no convs": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
                                    "xla_cpu_experimental_ynn_fusion_type": YNN_NO_CONV},
     "ynn: reduce only": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"},
     "no ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},
