@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxmri.models import count_params
-from jaxmri.models.layers import conv3x3_relu_max_pool_2x2, max_pool_2x2, normalize
+from jaxmri.models.conv_pool import conv3x3_relu_max_pool_2x2
+from jaxmri.models.layers import max_pool_2x2, normalize
 from jaxmri.models.small_cnn import SmallCNN
 from jaxmri.training.classify_steps import train_step
 from jaxmri.training.optim import make_optimizer

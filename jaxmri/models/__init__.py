@@ -6,6 +6,7 @@
 - ``UNet`` (Table 5, corrected; ``unet.py``): the segmentation network.
 - ``ResCNN`` (``res_cnn.py``): our from-scratch recipe (residual blocks, batch norm, global pooling), not the paper's.
 - ``layers.py``: the pooling, normalisation and upsampling they share; ``count_params``.
+- ``conv_pool.py``: SmallCNN's first convolution, ReLU and pool as one blocked convolution (CPU speed).
 - ``winograd.py``: a 3x3 convolution as Winograd F(2x2, 3x3), what VGG19's wide layers run on CPU.
 
     >>> from jaxmri.models import SmallCNN, UNet, count_params   # doctest: +SKIP

@@ -13,14 +13,15 @@ Layer  PyTorch (paper)            jaxmri          output (224 input)
 
 12,850,530 parameters at 224 x 224 with 2 classes (99.9% of them in ``fc1``).
 
-Layers 1-2 run as one function, ``layers.conv3x3_relu_max_pool_2x2``: the same arithmetic, arranged so
+Layers 1-2 run as one function, ``conv_pool.conv3x3_relu_max_pool_2x2``: the same arithmetic, arranged so
 that XLA's CPU backend does not run a 3-input-channel convolution (its slowest shape; see there).
 """
 
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmri.models.layers import conv3x3_relu_max_pool_2x2, max_pool_2x2, normalize
+from jaxmri.models.conv_pool import conv3x3_relu_max_pool_2x2
+from jaxmri.models.layers import max_pool_2x2, normalize
 
 
 class SmallCNN(nnx.Module):
