@@ -28,7 +28,7 @@ OPTION_SETS = {
     "ynn: no convs": {"xla_cpu_experimental_ynn_fusion_type": YNN_NO_CONV},
     "onednn convs": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
     "onednn convs + ynn no convs": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
-                                   "xla_cpu_experimental_ynn_fusion_type": YNN_NO_CONV},
+                                    "xla_cpu_experimental_ynn_fusion_type": YNN_NO_CONV},
     "ynn: reduce only": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"},
     "no ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},
     "ynn: reduce+convs": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
@@ -45,6 +45,9 @@ def main(argv=None) -> None:
     parser.add_argument("--options", default=",".join(OPTION_SETS),
                         help="comma-separated labels of OPTION_SETS to compare (the first is the baseline)")
     args = parser.parse_args(argv)
+    unknown = [label for label in args.options.split(",") if label not in OPTION_SETS]
+    if unknown:
+        parser.error(f"--options: unknown label {unknown[0]!r}; choose from: {', '.join(OPTION_SETS)}")
     print(f"malloc: {tune_malloc()}; jax {jax.__version__}")
     for case in args.cases.split(","):
         base_case, aug = case.removesuffix("+aug"), case.endswith("+aug")

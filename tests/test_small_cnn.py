@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxmri.models import count_params
+from jaxmri.models import conv_pool
 from jaxmri.models.conv_pool import conv3x3_relu_max_pool_2x2
 from jaxmri.models.layers import max_pool_2x2, normalize
 from jaxmri.models.small_cnn import SmallCNN
@@ -137,6 +138,21 @@ def test_blocked_conv_relu_pool_equals_the_plain_layers_and_their_gradients(shap
 
     for got, want in zip(grads(conv3x3_relu_max_pool_2x2), grads(_plain_conv_relu_pool)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, cout", [((2, 8, 8, 3), 16), ((1, 6, 10, 3), 4), ((3, 4, 4, 1), 2), ((1, 2, 2, 5), 3)])
+def test_both_kernel_gradients_equal_the_plain_convolutions(shape, cout):
+    """The CPU's per-image products and the GPU/TPU branch (XLA's weight-gradient convolution, which a CPU
+    run never takes) each give the plain 3x3 convolution's kernel gradient for the same cotangent."""
+    rng = np.random.default_rng(sum(shape) + cout)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, shape[-1], cout)), jnp.float32)
+    g_phases = jnp.asarray(rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, 2, 2, cout)), jnp.float32)
+    g_map = g_phases.transpose(0, 1, 3, 2, 4, 5).reshape(shape[:3] + (cout,))
+    expected = jax.vjp(lambda k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+                       kernel)[1](g_map)[0]
+    for kernel_grad in (conv_pool._kernel_grad, conv_pool._conv_kernel_grad):
+        np.testing.assert_allclose(jax.jit(kernel_grad)(x, kernel, g_phases), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_blocked_conv_kernel_gradient_is_a_product_on_cpu_and_the_convolution_elsewhere():

@@ -24,8 +24,8 @@ for _a, _p, _u in np.ndindex(2, 2, 2):
 def _blocks(x: jnp.ndarray) -> jnp.ndarray:
     """The 'same'-padded input cut into 2x2 blocks (space-to-depth): (N, H, W, I) -> (N, H/2 + 1, W/2 + 1, 4I)."""
     n, h, w, i = x.shape
-    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return x.reshape(n, h // 2 + 1, 2, w // 2 + 1, 2, i).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2 + 1, w // 2 + 1, 4 * i)
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(n, h // 2 + 1, 2, w // 2 + 1, 2, i)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2 + 1, w // 2 + 1, 4 * i)
 
 
 def _folded(kernel: jnp.ndarray) -> jnp.ndarray:
@@ -45,21 +45,24 @@ def _conv3x3_phases(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
 
 
 def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, g_phases: jnp.ndarray) -> jnp.ndarray:
-    """The gradient of ``kernel`` given the phases' cotangent ``g_phases`` (N, H/2, W/2, 2, 2, O).
+    """The gradient of ``kernel`` (3, 3, I, O) given the input ``x`` (N, H, W, I) and the phases' cotangent
+    ``g_phases`` (N, H/2, W/2, 2, 2, O): (3, 3, I, O).
 
     One matrix product per image, (16I x H/2 W/2) @ (H/2 W/2 x 4O), of the blocked convolution's 2x2
     patches with ``g_phases`` as they lie in memory, summed over the batch, then taken back from the
     folded kernel to the 3x3 taps by ``_folded``'s own transpose. XLA's weight-gradient convolution would
     instead first transpose the full-resolution cotangent (the batch becomes its reduced feature axis):
     SmallCNN's step spent 32 ms of its 190 in that one transpose. A product per image, not one over
-    the whole batch: XLA's CPU dot is several times slower when it reduces over millions of rows.
+    the whole batch: XLA's CPU dot is several times slower when it reduces over hundreds of thousands of rows.
     """
-    n, h2, w2 = g_phases.shape[:3]
+    n, h2, w2, _, _, o = g_phases.shape
+    i = x.shape[-1]
     blocks = _blocks(x)
+    # (N, H/2, W/2, 16I), channels ordered (a, b, p, q, i) as _folded's (2, 2, 4I) input axes
     patches = jnp.concatenate([blocks[:, a : a + h2, b : b + w2] for a in range(2) for b in range(2)], axis=-1)
-    g_folded = jnp.einsum("nrk,nro->nko", patches.reshape(n, h2 * w2, -1), g_phases.reshape(n, h2 * w2, -1)).sum(0)
+    per_image = jnp.einsum("nrk,nro->nko", patches.reshape(n, h2 * w2, 16 * i), g_phases.reshape(n, h2 * w2, 4 * o))
     _, fold_vjp = jax.vjp(_folded, kernel)
-    return fold_vjp(g_folded.reshape(2, 2, g_folded.shape[0] // 4, g_folded.shape[1]))[0]
+    return fold_vjp(per_image.sum(0).reshape(2, 2, 4 * i, 4 * o))[0]
 
 
 def _relu_max_over_phases(phases: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
@@ -85,7 +88,7 @@ def conv3x3_relu_max_pool_2x2(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.nda
 
     The gradient is the plain layers' gradient: the input's is the phases' cotangent laid back out at full
     resolution and pushed through the ordinary 3x3 convolution's transpose; the kernel's is a matrix
-    product per image over the blocks on CPU (``_kernel_grad``; SmallCNN's train step 1.16x faster than
+    product per image over the blocks on CPU (``_kernel_grad``; SmallCNN's train step 1.1-1.3x faster than
     with XLA's weight-gradient convolution there) and that convolution on GPU and TPU. Results equal the
     plain layers up to float32 rounding; where two pixels of a window are within rounding of each other
     the max (and so the gradient) may pick the other one.
@@ -105,7 +108,7 @@ def _full_resolution(g_phases: jnp.ndarray) -> jnp.ndarray:
 
 
 def _conv_kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, g_phases: jnp.ndarray) -> jnp.ndarray:
-    """The kernel's gradient as XLA's weight-gradient convolution (GPU, TPU)."""
+    """``_kernel_grad``'s result, (3, 3, I, O), from XLA's weight-gradient convolution (what GPU and TPU run)."""
     return jax.vjp(lambda k: conv3x3_same(x, k), kernel)[1](_full_resolution(g_phases))[0]
 
 
