@@ -116,13 +116,20 @@ def test_train_step_leaves_the_augmentation_to_xla_and_matches_the_plain_jit(mon
         assert cpu_compiler_options(classify_steps.TRAIN_COMPILER_OPTIONS) == {} and train_step.options == {}
 
 
+def _plain_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def _plain_conv_relu_pool(x, kernel, bias):
     # Table 2 layers 1-2 written the obvious way: the reference for the blocked computation.
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return max_pool_2x2(nnx.relu(y + bias))
+    return max_pool_2x2(nnx.relu(_plain_conv(x, kernel) + bias))
 
 
-@pytest.mark.parametrize("shape, cout", [((2, 8, 8, 3), 16), ((1, 6, 10, 3), 4), ((3, 4, 4, 1), 2), ((1, 2, 2, 5), 3)])
+# (input shape, output channels) for the blocked layer: SmallCNN's own, odd sizes, one and five channels
+BLOCKED_CASES = [((2, 8, 8, 3), 16), ((1, 6, 10, 3), 4), ((3, 4, 4, 1), 2), ((1, 2, 2, 5), 3)]
+
+
+@pytest.mark.parametrize("shape, cout", BLOCKED_CASES)
 def test_blocked_conv_relu_pool_equals_the_plain_layers_and_their_gradients(shape, cout):
     rng = np.random.default_rng(sum(shape))
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
@@ -140,7 +147,7 @@ def test_blocked_conv_relu_pool_equals_the_plain_layers_and_their_gradients(shap
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape, cout", [((2, 8, 8, 3), 16), ((1, 6, 10, 3), 4), ((3, 4, 4, 1), 2), ((1, 2, 2, 5), 3)])
+@pytest.mark.parametrize("shape, cout", BLOCKED_CASES)
 def test_both_kernel_gradients_equal_the_plain_convolutions(shape, cout):
     """The CPU's per-image products and the GPU/TPU branch (XLA's weight-gradient convolution, which a CPU
     run never takes) each give the plain 3x3 convolution's kernel gradient for the same cotangent."""
@@ -149,8 +156,7 @@ def test_both_kernel_gradients_equal_the_plain_convolutions(shape, cout):
     kernel = jnp.asarray(rng.standard_normal((3, 3, shape[-1], cout)), jnp.float32)
     g_phases = jnp.asarray(rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, 2, 2, cout)), jnp.float32)
     g_map = g_phases.transpose(0, 1, 3, 2, 4, 5).reshape(shape[:3] + (cout,))
-    expected = jax.vjp(lambda k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
-                       kernel)[1](g_map)[0]
+    expected = jax.vjp(lambda k: _plain_conv(x, k), kernel)[1](g_map)[0]
     for kernel_grad in (conv_pool._kernel_grad, conv_pool._conv_kernel_grad):
         np.testing.assert_allclose(jax.jit(kernel_grad)(x, kernel, g_phases), expected, rtol=1e-5, atol=1e-5)
 
