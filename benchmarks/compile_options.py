@@ -32,6 +32,7 @@ OPTION_SETS = {
     "ynn: reduce only": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"},
     "no ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},
     "ynn: reduce+convs": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
+    "ynn: reduce+dots": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
 }
 STEPS = {"cnn": classify_steps.plain_train_step, "vgg19": classify_steps.plain_train_step, "vgg19-fwd": classify_steps.eval_step,
          "unet32": segment_steps.plain_train_step}
