@@ -27,7 +27,6 @@ import numpy as np
 from unet_bench import time_interleaved
 
 from jaxmri.allocator import tune_malloc
-from jaxmri.models.layers import conv3x3_same
 from jaxmri.models.winograd import conv3x3_winograd
 from jaxmri.training.compiled import YNN_WITHOUT_CONVOLUTIONS, cpu_compiler_options
 
@@ -79,6 +78,8 @@ def matmuls(rounds: int) -> None:
 
 
 def _conv(dtype):
+    """``layers.conv3x3_same`` with its operands cast to ``dtype`` and a float32 result (which that
+    function does not offer: in bfloat16 it would also round its output)."""
     def conv(x, kernel):
         return jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), (1, 1), "SAME",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),

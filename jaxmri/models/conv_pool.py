@@ -52,7 +52,8 @@ def _kernel_grad(x: jnp.ndarray, kernel: jnp.ndarray, g_phases: jnp.ndarray) -> 
     patches with ``g_phases`` as they lie in memory, summed over the batch, then taken back from the
     folded kernel to the 3x3 taps by ``_folded``'s own transpose. XLA's weight-gradient convolution would
     instead first transpose the full-resolution cotangent (the batch becomes its reduced feature axis):
-    SmallCNN's step spent 32 ms of its 190 in that one transpose. A product per image, not one over
+    32 ms of a 190 ms SmallCNN step in a profile, an upper bound (on two cores a profile also counts the
+    other thread's work); the whole step measured 1.1-1.3x faster this way. A product per image, not one over
     the whole batch: XLA's CPU dot is several times slower when it reduces over hundreds of thousands of rows.
     """
     n, h2, w2, _, _, o = g_phases.shape
